@@ -1,0 +1,247 @@
+"""The Signature Activation Module: the only code path that activates a credential key.
+
+It trusts nothing ``app/`` says about the signer beyond the authenticated caller. It takes the
+authorization evidence and the request, decides, consumes the authorization atomically, writes
+the audit record, and only then asks the HSM to sign (EN 419 241-1 SRA_SAP.2.x, sam-hsm.md §4).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from hsm import HsmError, InvalidDigest, KeyStore, SignScheme, UnsupportedAlgorithm, resolve_scheme
+from hsm.jws import b64url
+from hsm.mechanisms import Hash
+
+from .clock import Clock
+from .errors import (
+    CredentialUnusable,
+    HashNotAuthorized,
+    InvalidRequest,
+    SadInvalid,
+    SadReplayed,
+    SamError,
+    SigningFailed,
+)
+from .ports import AuditEvent, AuditSink, CredentialDirectory, CredentialRecord, SadLedger
+from .sad import SadClaims, SadSigner, SadVerifier, new_jti
+
+log = logging.getLogger("rqes.sam")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRequest:
+    """CSC credentials/authorize (explicit, RSSP-managed): exactly what is to be signed."""
+
+    credential_id: str
+    hashes: list[bytes]
+    hash_algorithm: str
+    num_signatures: int
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignRequest:
+    """CSC signatures/signHash, decoded: the SAM checks every field against the SAD."""
+
+    credential_id: str
+    hashes: list[bytes]
+    hash_algorithm: str | None
+    sign_algo: str
+    sign_algo_params: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    sad: str
+    expires_in: int
+    claims: SadClaims
+
+
+def seal_owner(client_id: str) -> str:
+    return f"client:{client_id}"
+
+
+def _same_digests(authorized: list[bytes], requested: list[bytes]) -> bool:
+    """Byte-exact, order-exact, constant-time over the contents (sam-hsm.md §4 Binding)."""
+    if len(authorized) != len(requested):
+        return False
+    ok = True
+    for a, r in zip(authorized, requested):
+        ok &= hmac.compare_digest(a, r)
+    return ok
+
+
+class SignatureActivationModule:
+    def __init__(
+        self,
+        *,
+        keys: KeyStore,
+        credentials: CredentialDirectory,
+        ledger: SadLedger,
+        audit: AuditSink,
+        sad_signer: SadSigner,
+        sad_verifier: SadVerifier,
+        clock: Clock,
+        issuer: str,
+        audience: str,
+        sad_lifetime: int,
+        max_hashes: int,
+    ) -> None:
+        if not 0 < sad_lifetime <= 300:
+            raise ValueError("SAD lifetime must be 1..300 s by policy")
+        self._keys = keys
+        self._credentials = credentials
+        self._ledger = ledger
+        self._audit = audit
+        self._signer = sad_signer
+        self._verifier = sad_verifier
+        self._clock = clock
+        self._issuer = issuer
+        self._audience = audience
+        self._lifetime = sad_lifetime
+        self._max_hashes = max_hashes
+
+    # -- authorization ---------------------------------------------------------------------------
+    async def authorize_seal(self, client_id: str, req: AuthorizationRequest) -> Grant:
+        """CSC v2 §11.6 credentials/authorize, explicit mode with empty authData: the RSSP-managed
+        seal authorization. The authenticated OAuth2 client *is* the seal creator's
+        authentication; the SAD binds that client, the credential, its key version and the exact
+        hashes."""
+        try:
+            cred = await self._usable_credential(req.credential_id, seal_owner(client_id))
+            self._check_authorization(req, cred)
+            now = int(self._clock.now().timestamp())
+            claims = SadClaims(
+                iss=self._issuer, aud=self._audience, sub=cred.owner, jti=new_jti(),
+                iat=now, nbf=now, exp=now + self._lifetime,
+                credential_id=cred.credential_id, key_version=cred.key_version,
+                hashes=tuple(b64url(h) for h in req.hashes), hash_algorithm=req.hash_algorithm,
+                num_signatures=req.num_signatures, azp=client_id,
+                authn={"method": "oauth2client", "client_id": client_id},
+                evidence=f"oauth2client:{client_id}",
+            )
+            sad = await self._signer.mint(claims)
+        except SamError as e:
+            await self._refused("authorization.refused", client_id, req.credential_id, e)
+            raise
+        await self._audit.append(AuditEvent("authorization.granted", f"client:{client_id}", {
+            "credentialID": claims.credential_id, "jti": claims.jti, "sub": claims.sub,
+            "hashes": list(claims.hashes), "hashAlgorithmOID": claims.hash_algorithm,
+            "numSignatures": claims.num_signatures, "exp": claims.exp, "evidence": claims.evidence,
+        }))
+        return Grant(sad, self._lifetime, claims)
+
+    def _check_authorization(self, req: AuthorizationRequest, cred: CredentialRecord) -> None:
+        if not req.hashes:
+            raise InvalidRequest("Empty hash array")
+        if len(req.hashes) > self._max_hashes:
+            raise InvalidRequest(f"Too many hashes: at most {self._max_hashes} per request", reason="too_many_hashes")
+        if req.num_signatures < 1:
+            raise InvalidRequest("Invalid parameter numSignatures", reason="bad_num_signatures")
+        if req.num_signatures > cred.multisign:
+            raise InvalidRequest("Numbers of signatures is too high", reason="over_multisign")
+        if req.num_signatures != len(req.hashes):
+            raise InvalidRequest("numSignatures does not match the number of hashes", reason="count_mismatch")
+        try:
+            hash_ = Hash.from_oid(req.hash_algorithm)
+        except UnsupportedAlgorithm:
+            raise InvalidRequest("Invalid parameter hashAlgorithmOID", reason="bad_hash_algorithm") from None
+        for h in req.hashes:
+            if len(h) != hash_.digest_size:
+                raise InvalidRequest("Invalid digest value length", reason="bad_digest_length")
+
+    async def _usable_credential(self, credential_id: str, owner: str) -> CredentialRecord:
+        cred = await self._credentials.get(credential_id)
+        if cred is None or cred.status == "deleted" or not hmac.compare_digest(cred.owner, owner):
+            raise CredentialUnusable("Invalid parameter credentialID", reason="unknown_credential")
+        if cred.status != "enabled":
+            raise CredentialUnusable("Credential is disabled", reason="credential_disabled")
+        now = self._clock.now()
+        if cred.not_after is not None and now > cred.not_after:
+            raise CredentialUnusable("Signing certificate is expired", reason="certificate_expired")
+        if cred.not_before is not None and now + timedelta(seconds=60) < cred.not_before:
+            raise CredentialUnusable("Signing certificate is not yet valid", reason="certificate_not_yet_valid")
+        return cred
+
+    # -- activation --------------------------------------------------------------------------------
+    async def activate(self, sad: str, client_id: str, req: SignRequest) -> list[bytes]:
+        """CSC v2 §11.9 signatures/signHash: verify the SAD against the request, spend it, sign."""
+        try:
+            claims = self._verifier.verify(sad)
+            scheme = self._check_binding(claims, client_id, req)
+            cred = await self._usable_credential(req.credential_id, claims.sub)
+            if cred.key_version != claims.key_version:
+                raise SadInvalid("key_version_changed")
+            try:
+                resolve_scheme(cred.key_type, req.sign_algo, req.hash_algorithm, req.sign_algo_params)
+            except UnsupportedAlgorithm as e:
+                raise InvalidRequest(str(e), reason="bad_sign_algo") from None
+        except SamError as e:
+            await self._refused("signature.refused", client_id, req.credential_id, e)
+            raise
+        event = AuditEvent("signature.activated", f"client:{client_id}", {
+            "credentialID": claims.credential_id, "kver": claims.key_version, "jti": claims.jti,
+            "sub": claims.sub, "hashes": list(claims.hashes), "hashAlgorithmOID": claims.hash_algorithm,
+            "signAlgo": req.sign_algo, "evidence": claims.evidence,
+        })
+        if not await self._ledger.spend(claims.jti, claims.credential_id, claims.expires_at, event):
+            e = SadReplayed()
+            await self._refused("signature.refused", client_id, req.credential_id, e)
+            raise e
+        try:
+            return await self._keys.sign_digests(cred.key_label, scheme, req.hashes)
+        except HsmError as err:
+            log.error("HSM signing failed for credential %s: %s", claims.credential_id, type(err).__name__)
+            await self._audit.append(AuditEvent("signature.failed", f"client:{client_id}", {
+                "credentialID": claims.credential_id, "jti": claims.jti, "error": type(err).__name__,
+            }))
+            raise SigningFailed("The signature could not be created") from err
+
+    def _check_binding(self, claims: SadClaims, client_id: str, req: SignRequest) -> SignScheme:
+        if not hmac.compare_digest(claims.azp, client_id):
+            raise SadInvalid("other_client")
+        if not hmac.compare_digest(claims.credential_id, req.credential_id):
+            raise SadInvalid("other_credential")
+        if not req.hashes:
+            raise InvalidRequest("Empty hash array")
+        if len(req.hashes) > self._max_hashes:
+            raise InvalidRequest(f"Too many hashes: at most {self._max_hashes} per request", reason="too_many_hashes")
+        if req.hash_algorithm is not None and req.hash_algorithm != claims.hash_algorithm:
+            raise InvalidRequest("Invalid parameter hashAlgorithmOID", reason="other_hash_algorithm")
+        try:
+            hash_ = Hash.from_oid(claims.hash_algorithm)
+            scheme = _scheme_for(req, hash_)
+        except UnsupportedAlgorithm as e:
+            raise InvalidRequest(str(e), reason="bad_sign_algo") from None
+        for h in req.hashes:
+            try:
+                scheme.check_digest(h)
+            except InvalidDigest:
+                raise InvalidRequest("Invalid digest value length", reason="bad_digest_length") from None
+        if len(req.hashes) != claims.num_signatures:
+            raise HashNotAuthorized("count_mismatch")
+        if not _same_digests(claims.digests(), req.hashes):
+            raise HashNotAuthorized("hash_not_authorized")
+        return scheme
+
+    async def _refused(self, kind: str, client_id: str, credential_id: str, e: SamError) -> None:
+        await self._audit.append(AuditEvent(kind, f"client:{client_id}", {
+            "credentialID": credential_id[:128], "reason": e.reason, "error": e.description,
+        }))
+
+
+def _scheme_for(req: SignRequest, authorized: Hash) -> SignScheme:
+    """Resolve signAlgo for the key family it names, and insist it uses the authorized hash."""
+    from hsm.mechanisms import KeyType, all_algorithms
+
+    if req.sign_algo not in all_algorithms():
+        raise UnsupportedAlgorithm("Invalid parameter signAlgo")
+    family = KeyType.EC_P256 if req.sign_algo.startswith("1.2.840.10045") else KeyType.RSA_2048
+    scheme = resolve_scheme(family, req.sign_algo, req.hash_algorithm or authorized.value, req.sign_algo_params)
+    if scheme.hash is not authorized:
+        raise UnsupportedAlgorithm("Invalid parameter hashAlgorithmOID")
+    return scheme
