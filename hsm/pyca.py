@@ -10,7 +10,7 @@ raises.
 from __future__ import annotations
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from .api import KeyStore
 from .errors import UnsupportedAlgorithm
@@ -45,7 +45,7 @@ class HsmEcPrivateKey(ec.EllipticCurvePrivateKey):
 
     def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         algorithm = signature_algorithm.algorithm
-        if not isinstance(signature_algorithm, ec.ECDSA) or isinstance(algorithm, hashes.Hash):
+        if not isinstance(signature_algorithm, ec.ECDSA) or isinstance(algorithm, utils.Prehashed):
             raise UnsupportedAlgorithm("only ECDSA is supported")
         hash_ = _BY_NAME.get(algorithm.name)
         if hash_ is None:

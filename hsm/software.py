@@ -50,10 +50,11 @@ class SoftwareKeyStore:
             raise KeyNotFound(f"no key labelled {label!r}") from None
         if key_type.is_ec != (scheme.padding is Padding.ECDSA):
             raise UnsupportedAlgorithm("Invalid parameter signAlgo")
+        for d in digests:  # every length checked before anything is signed, as in hsm.pkcs11
+            scheme.check_digest(d)
         h = utils.Prehashed(_HASHES[scheme.hash.pyca_name]())
         out = []
         for d in digests:
-            scheme.check_digest(d)
             self.sign_calls += 1
             if scheme.padding is Padding.ECDSA:
                 der = key.sign(d, ec.ECDSA(h))  # type: ignore[attr-defined]

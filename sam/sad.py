@@ -109,6 +109,52 @@ class SadSigner:
         return await sign_compact(self._store, self._label, self._key_type, header, claims.to_payload())
 
 
+class JwsVerifier:
+    """Strict compact-JWS verification against one pinned EC key (STYLE.md habit 4).
+
+    The algorithm comes from the key, never from the token; the header may hold only ``alg``,
+    ``typ`` and ``kid``; duplicate JSON members fail. Returns the payload only after the
+    signature verified. Raises ``ValueError(reason)``.
+    """
+
+    def __init__(self, public_key_der: bytes, key_type: KeyType, kid: str, typ: str) -> None:
+        self._public = serialization.load_der_public_key(public_key_der)
+        self._alg, self._hash, self._half = _ALG[key_type]
+        self._kid = kid
+        self._typ = typ
+
+    def verify(self, token: str) -> dict[str, Any]:
+        if not isinstance(token, str) or not token or len(token) > MAX_SAD_BYTES:
+            raise ValueError("malformed")
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise ValueError("malformed")
+        try:
+            header = strict_json(b64url_decode(parts[0]))
+            sig = b64url_decode(parts[2])
+        except ValueError:
+            raise ValueError("malformed") from None
+        if header.get("alg") != self._alg:
+            raise ValueError("alg_not_allowed")
+        if set(header) - _ALLOWED_HEADER:
+            raise ValueError("header_not_allowed")
+        if header.get("typ") != self._typ:
+            raise ValueError("wrong_typ")
+        if header.get("kid") != self._kid:
+            raise ValueError("unknown_key")
+        if len(sig) != 2 * self._half:
+            raise ValueError("bad_signature")
+        der = encode_dss_signature(int.from_bytes(sig[: self._half], "big"), int.from_bytes(sig[self._half :], "big"))
+        try:
+            self._public.verify(der, f"{parts[0]}.{parts[1]}".encode("ascii"), ec.ECDSA(self._hash))  # type: ignore[union-attr]
+        except (InvalidSignature, UnicodeEncodeError):
+            raise ValueError("bad_signature") from None
+        try:
+            return strict_json(b64url_decode(parts[1]))
+        except ValueError:
+            raise ValueError("bad_claims") from None
+
+
 class SadVerifier:
     def __init__(
         self,
@@ -122,9 +168,7 @@ class SadVerifier:
         max_lifetime: int,
         skew: int,
     ) -> None:
-        self._public = serialization.load_der_public_key(public_key_der)
-        self._alg, self._hash, self._half = _ALG[key_type]
-        self._kid = kid
+        self._jws = JwsVerifier(public_key_der, key_type, kid, SAD_TYP)
         self._issuer = issuer
         self._audience = audience
         self._clock = clock
@@ -133,33 +177,11 @@ class SadVerifier:
 
     def verify(self, token: str) -> SadClaims:
         """Verify signature, header, then claims; raise :class:`SadInvalid`/:class:`SadExpired`."""
-        if not isinstance(token, str) or not token or len(token) > MAX_SAD_BYTES:
-            raise SadInvalid("malformed")
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise SadInvalid("malformed")
         try:
-            header = strict_json(b64url_decode(parts[0]))
-            sig = b64url_decode(parts[2])
-        except ValueError:
-            raise SadInvalid("malformed") from None
-        if header.get("alg") != self._alg:
-            raise SadInvalid("alg_not_allowed")
-        if set(header) - _ALLOWED_HEADER:
-            raise SadInvalid("header_not_allowed")
-        if header.get("typ") != SAD_TYP:
-            raise SadInvalid("wrong_typ")
-        if header.get("kid") != self._kid:
-            raise SadInvalid("unknown_key")
-        if len(sig) != 2 * self._half:
-            raise SadInvalid("bad_signature")
-        der = encode_dss_signature(int.from_bytes(sig[: self._half], "big"), int.from_bytes(sig[self._half :], "big"))
+            payload = self._jws.verify(token)
+        except ValueError as e:
+            raise SadInvalid(str(e)) from None
         try:
-            self._public.verify(der, f"{parts[0]}.{parts[1]}".encode("ascii"), ec.ECDSA(self._hash))  # type: ignore[union-attr]
-        except (InvalidSignature, UnicodeEncodeError):
-            raise SadInvalid("bad_signature") from None
-        try:
-            payload = strict_json(b64url_decode(parts[1]))
             claims = _claims(payload)
         except (ValueError, KeyError, TypeError):
             raise SadInvalid("bad_claims") from None
@@ -207,4 +229,4 @@ def _claims(p: dict[str, Any]) -> SadClaims:
     )
 
 
-__all__ = ["SAD_TYP", "SadClaims", "SadSigner", "SadVerifier", "b64url", "b64url_decode", "new_jti", "strict_json"]
+__all__ = ["JwsVerifier", "SAD_TYP", "SadClaims", "SadSigner", "SadVerifier", "b64url", "b64url_decode", "new_jti", "strict_json"]

@@ -65,6 +65,11 @@ def seal_owner(client_id: str) -> str:
     return f"client:{client_id}"
 
 
+def _same(a: str, b: str) -> bool:
+    """Constant-time string equality; ``hmac.compare_digest`` raises TypeError on non-ASCII str."""
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
 def _same_digests(authorized: list[bytes], requested: list[bytes]) -> bool:
     """Byte-exact, order-exact, constant-time over the contents (sam-hsm.md §4 Binding)."""
     if len(authorized) != len(requested):
@@ -156,7 +161,7 @@ class SignatureActivationModule:
 
     async def _usable_credential(self, credential_id: str, owner: str) -> CredentialRecord:
         cred = await self._credentials.get(credential_id)
-        if cred is None or cred.status == "deleted" or not hmac.compare_digest(cred.owner, owner):
+        if cred is None or cred.status == "deleted" or not _same(cred.owner, owner):
             raise CredentialUnusable("Invalid parameter credentialID", reason="unknown_credential")
         if cred.status != "enabled":
             raise CredentialUnusable("Credential is disabled", reason="credential_disabled")
@@ -202,9 +207,9 @@ class SignatureActivationModule:
             raise SigningFailed("The signature could not be created") from err
 
     def _check_binding(self, claims: SadClaims, client_id: str, req: SignRequest) -> SignScheme:
-        if not hmac.compare_digest(claims.azp, client_id):
+        if not _same(claims.azp, client_id):
             raise SadInvalid("other_client")
-        if not hmac.compare_digest(claims.credential_id, req.credential_id):
+        if not _same(claims.credential_id, req.credential_id):
             raise SadInvalid("other_credential")
         if not req.hashes:
             raise InvalidRequest("Empty hash array")

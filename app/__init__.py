@@ -1,0 +1,1 @@
+"""rqes: the HTTP service, CLI, storage and embedded trust services (composition root)."""

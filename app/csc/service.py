@@ -1,0 +1,189 @@
+"""CSC API v2 (v2.0.0.2) for remote seals: info, credentials/list, credentials/info,
+credentials/authorize (explicit, RSSP-managed) and signatures/signHash. Framework-free."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from hsm import algorithms_for, all_algorithms
+from sam import AuthorizationRequest, SamError, SignRequest, seal_owner
+from sam.ports import AuditEvent
+
+from ..errors import ProtocolError, invalid_request
+from ..oauth.service import Principal
+from ..pki.ca import POLICY_QCP_L_QSCD, POLICY_RQES, QC_COMPLIANCE, QC_SSCD, QC_TYPE
+from ..runtime import Runtime
+from ..store import StoredCredential
+from . import wire
+
+METHODS = ["info", "credentials/list", "credentials/info", "credentials/authorize", "signatures/signHash"]
+
+
+def _b64(der: bytes) -> str:
+    return base64.b64encode(der).decode("ascii")
+
+
+def _gtime(dt) -> str:  # noqa: ANN001
+    return dt.strftime("%Y%m%d%H%M%SZ")
+
+
+class CscService:
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._issuing_der = rt.issuing_cert.public_bytes(serialization.Encoding.DER)
+        self._root_der = rt.root_cert.public_bytes(serialization.Encoding.DER)
+
+    def info(self, body: dict[str, Any]) -> dict[str, Any]:
+        """CSC v2 §11.1 info."""
+        s = self._rt.settings
+        out: dict[str, Any] = {
+            "specs": s.csc_specs,
+            "name": s.service_name,
+            "logo": f"{s.issuer}/static/logo.svg",
+            "region": s.region,
+            "lang": body.get("lang") if isinstance(body.get("lang"), str) else "en-US",
+            "description": "rqes remote qualified signature and seal service (SCAL2, keys in a PKCS#11 HSM)",
+            "authType": ["oauth2client"],
+            "oauth2": s.issuer,
+            "asynchronousOperationMode": False,
+            "methods": METHODS,
+            "validationInfo": False,
+            "signAlgorithms": {"algos": all_algorithms(), "algoParams": []},
+            "signature_formats": {"formats": ["C", "P"], "envelope_properties": [["Detached"], ["Certification", "Revision"]]},
+            "conformance_levels": ["Ades-B-B", "Ades-B-T"],
+        }
+        if s.csc_specs == "2.2.0.0":
+            out["supportedHashTypes"] = ["DTBSR"]
+            out["supportsRar"] = False
+        return out
+
+    async def credentials_list(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """CSC v2 §11.4 credentials/list: the calling client's seal credentials."""
+        with_info = wire.opt_bool(body, "credentialInfo")
+        certificates = wire.certificates_param(body)
+        cert_info = wire.opt_bool(body, "certInfo")
+        auth_info = wire.opt_bool(body, "authInfo")
+        only_valid = wire.opt_bool(body, "onlyValid")
+        creds = await self._rt.credentials.list(seal_owner(who.client_id))
+        if only_valid:
+            now = self._rt.clock.now()
+            creds = [c for c in creds if c.status == "enabled" and c.not_after and c.not_before and c.not_before <= now <= c.not_after]
+        out: dict[str, Any] = {"credentialIDs": [c.credential_id for c in creds]}
+        if with_info:
+            out["credentialInfos"] = [
+                {"credentialID": c.credential_id, **self._describe(c, certificates, cert_info, auth_info)} for c in creds]
+        if only_valid:
+            out["onlyValid"] = True
+        return out
+
+    async def _own_credential(self, who: Principal, credential_id: str) -> StoredCredential:
+        cred = await self._rt.credentials.load(credential_id)
+        if cred is None or cred.status == "deleted" or not hmac.compare_digest(cred.owner, seal_owner(who.client_id)):
+            raise invalid_request("Invalid parameter credentialID")
+        return cred
+
+    async def credentials_info(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """CSC v2 §11.5 credentials/info."""
+        credential_id = wire.req_str(body, "credentialID")
+        certificates = wire.certificates_param(body)
+        cert_info = wire.opt_bool(body, "certInfo")
+        auth_info = wire.opt_bool(body, "authInfo", True)
+        cred = await self._own_credential(who, credential_id)
+        return self._describe(cred, certificates, cert_info, auth_info)
+
+    def _describe(self, c: StoredCredential, certificates: str, cert_info: bool, auth_info: bool) -> dict[str, Any]:
+        key: dict[str, Any] = {
+            "status": "enabled" if c.status == "enabled" else "disabled",
+            "algo": algorithms_for(c.key_type),
+            "len": c.key_type.bits,
+        }
+        if c.key_type.curve_oid:
+            key["curve"] = c.key_type.curve_oid
+        cert: dict[str, Any] = {}
+        if c.certificate is not None:
+            now = self._rt.clock.now()
+            cert["status"] = "valid" if c.not_after and now <= c.not_after else "expired"
+            if certificates != "none":
+                chain = [c.certificate] + ([self._issuing_der, self._root_der] if certificates == "chain" else [])
+                cert["certificates"] = [_b64(d) for d in chain]
+            if cert_info:
+                parsed = x509.load_der_x509_certificate(c.certificate)
+                cert.update({
+                    "issuerDN": parsed.issuer.rfc4514_string(),
+                    "serialNumber": format(parsed.serial_number, "x"),
+                    "subjectDN": parsed.subject.rfc4514_string(),
+                    "validFrom": _gtime(parsed.not_valid_before_utc),
+                    "validTo": _gtime(parsed.not_valid_after_utc),
+                })
+                if self._rt.settings.csc_specs == "2.2.0.0":
+                    cert["qcStatements"] = [QC_COMPLIANCE, QC_SSCD, QC_TYPE]
+                    cert["policy"] = [POLICY_QCP_L_QSCD, POLICY_RQES]
+        out: dict[str, Any] = {
+            "description": c.description or "Qualified electronic seal",
+            "signatureQualifier": c.signature_qualifier,
+            "key": key,
+            "cert": cert,
+            "SCAL": "2",
+            "multisign": c.multisign,
+            "lang": "en-US",
+        }
+        if auth_info:
+            # RSSP-managed seal authorization: explicit mode, no authentication objects (authData: []).
+            out["auth"] = {"mode": "explicit", "expression": None, "objects": []}
+        return out
+
+    async def credentials_authorize(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """CSC v2 §11.6 credentials/authorize, explicit mode with empty authData (seals)."""
+        try:
+            credential_id = wire.req_str(body, "credentialID")
+            num = wire.req_int(body, "numSignatures")
+            hashes = wire.hashes_param(body, self._rt.settings.max_hashes)
+            hash_algo = wire.opt_str(body, "hashAlgorithmOID", "hashAlgo")
+            if hash_algo is None:
+                raise invalid_request("Missing (or invalid type) string parameter hashAlgorithmOID")
+            auth_data = body.get("authData", [])
+            if auth_data not in (None, []) or body.get("PIN") or body.get("OTP"):
+                raise ProtocolError("invalid_authentication_data", "Seal credentials take no authentication data (authData must be empty)")
+            description = wire.opt_str(body, "description")
+            if description is not None and len(description) > 500:
+                raise invalid_request("Invalid parameter description")
+        except ProtocolError as e:
+            await self._refusal("authorization.refused", who, body, e)
+            raise
+        grant = await self._rt.sam.authorize_seal(who.client_id, AuthorizationRequest(
+            credential_id=credential_id, hashes=hashes, hash_algorithm=hash_algo, num_signatures=num, description=description))
+        return {"SAD": grant.sad, "expiresIn": grant.expires_in}
+
+    async def sign_hash(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """CSC v2 §11.9 signatures/signHash (v2 names, and pyHanko's v1 ``hash``/``hashAlgo``)."""
+        try:
+            credential_id = wire.req_str(body, "credentialID")
+            sad = wire.req_str(body, "SAD")
+            hashes = wire.hashes_param(body, self._rt.settings.max_hashes)
+            hash_algo = wire.opt_str(body, "hashAlgorithmOID", "hashAlgo") or None
+            sign_algo = wire.req_str(body, "signAlgo")
+            params = wire.b64_param(body, "signAlgoParams")
+            mode = body.get("operationMode", "S")
+            if mode == "A":
+                raise ProtocolError("invalid_request", "Asynchronous operation mode is not implemented", 501)
+            if mode not in ("S", None):
+                raise invalid_request("Invalid parameter operationMode")
+        except ProtocolError as e:
+            await self._refusal("signature.refused", who, body, e)
+            raise
+        signatures = await self._rt.sam.activate(sad, who.client_id, SignRequest(
+            credential_id=credential_id, hashes=hashes, hash_algorithm=hash_algo, sign_algo=sign_algo, sign_algo_params=params))
+        return {"signatures": [_b64(s) for s in signatures]}
+
+    async def _refusal(self, kind: str, who: Principal, body: dict[str, Any], e: ProtocolError) -> None:
+        cid = body.get("credentialID")
+        await self._rt.audit.append(AuditEvent(kind, f"client:{who.client_id}", {
+            "credentialID": cid[:128] if isinstance(cid, str) else None, "reason": "malformed_request", "error": e.description}))
+
+
+__all__ = ["CscService", "METHODS", "SamError"]

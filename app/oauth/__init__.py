@@ -1,0 +1,1 @@
+"""OAuth2 authorization server: client authentication, client_credentials, access tokens, metadata."""

@@ -1,0 +1,7 @@
+"""Embedded trust services: the CA (root and issuing), with keys in the HSM."""
+
+from .ca import (
+    CA_KEY_TYPE, ISSUING_LABEL, ROOT_LABEL, CaUrls, SealSubject, issue_seal_certificate, make_issuing, make_root,
+)
+
+__all__ = ["CA_KEY_TYPE", "ISSUING_LABEL", "ROOT_LABEL", "CaUrls", "SealSubject", "issue_seal_certificate", "make_issuing", "make_root"]

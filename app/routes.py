@@ -1,0 +1,201 @@
+"""Thin litestar handlers: decode, call one service method, return JSON (STYLE.md layout)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from litestar import Request, Response, get, post
+from litestar.datastructures import State
+
+from sam import SamError
+
+from .csc import wire
+from .csc.service import CscService
+from .errors import ProtocolError, invalid_request, invalid_token
+from .oauth.service import ClientAuthenticator, Principal, TokenService
+from .runtime import Runtime
+from .web.metrics import Metrics
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _rt(state: State) -> Runtime:
+    return state.runtime
+
+
+async def _principal(request: Request, state: State) -> Principal:
+    auth = request.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise invalid_token("Missing bearer access token")
+    who = await state.tokens.verify(token.strip())
+    if "service" not in who.scope:
+        raise ProtocolError("insufficient_scope", "The access token lacks the service scope", 403,
+                            www_authenticate='Bearer error="insufficient_scope"')
+    return who
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    return wire.decode_body(await request.body())
+
+
+def _metrics_for(state: State, e: SamError) -> None:
+    state.metrics.event("refusal", e.reason)
+
+
+# -- CSC API v2 --------------------------------------------------------------------------------------
+@post("/csc/v2/info", status_code=200, tags=["CSC"], summary="CSC v2 info")
+async def csc_info(request: Request, state: State) -> dict[str, Any]:
+    return state.csc.info(await _json(request))
+
+
+@get("/csc/v2/info", tags=["CSC"], summary="CSC v2 info (GET convenience)")
+async def csc_info_get(state: State) -> dict[str, Any]:
+    return state.csc.info({})
+
+
+@post("/csc/v2/credentials/list", status_code=200, tags=["CSC"], summary="CSC v2 credentials/list")
+async def csc_credentials_list(request: Request, state: State) -> dict[str, Any]:
+    who = await _principal(request, state)
+    return await state.csc.credentials_list(who, await _json(request))
+
+
+@post("/csc/v2/credentials/info", status_code=200, tags=["CSC"], summary="CSC v2 credentials/info")
+async def csc_credentials_info(request: Request, state: State) -> dict[str, Any]:
+    who = await _principal(request, state)
+    return await state.csc.credentials_info(who, await _json(request))
+
+
+@post("/csc/v2/credentials/authorize", status_code=200, tags=["CSC"], summary="CSC v2 credentials/authorize (explicit, seals)")
+async def csc_credentials_authorize(request: Request, state: State) -> dict[str, Any]:
+    who = await _principal(request, state)
+    try:
+        out = await state.csc.credentials_authorize(who, await _json(request))
+    except SamError as e:
+        _metrics_for(state, e)
+        raise
+    state.metrics.event("authorization", "granted")
+    return out
+
+
+@post("/csc/v2/signatures/signHash", status_code=200, tags=["CSC"], summary="CSC v2 signatures/signHash")
+async def csc_sign_hash(request: Request, state: State) -> dict[str, Any]:
+    who = await _principal(request, state)
+    try:
+        out = await state.csc.sign_hash(who, await _json(request))
+    except SamError as e:
+        _metrics_for(state, e)
+        raise
+    state.metrics.event("signatures", "created")
+    return out
+
+
+@post("/csc/v2/{method:path}", status_code=501, tags=["CSC"], summary="CSC methods not offered (501)", include_in_schema=False)
+async def csc_not_implemented(method: str) -> None:
+    raise wire.not_implemented(method.strip("/"))
+
+
+# -- OAuth2 ---------------------------------------------------------------------------------------
+def _form(request: Request, raw: bytes) -> dict[str, str]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise invalid_request("The token request must be application/x-www-form-urlencoded")
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise invalid_request("The request body is not UTF-8") from None
+    form: dict[str, str] = {}
+    for k, v in pairs:
+        if k in form:
+            raise invalid_request(f"Parameter {k} is repeated")  # RFC 6749 §3.2
+        form[k] = v
+    return form
+
+
+@post("/oauth2/token", status_code=200, tags=["OAuth2"], summary="Token endpoint (RFC 6749 §3.2)")
+async def oauth_token(request: Request, state: State) -> Response[dict[str, Any]]:
+    form = _form(request, await request.body())
+    grant = form.get("grant_type")
+    if not grant:
+        raise invalid_request("Missing parameter grant_type")
+    client, method = await state.authenticator.authenticate(form, request.headers)
+    if grant != "client_credentials":
+        raise ProtocolError("unsupported_grant_type", f"Unsupported grant_type {grant[:64]}")
+    body = await state.tokens.client_credentials(client, method, form)
+    return Response(body, headers=NO_STORE)
+
+
+@get("/.well-known/oauth-authorization-server", tags=["OAuth2"], summary="RFC 8414 metadata")
+async def oauth_metadata(state: State) -> dict[str, Any]:
+    iss = _rt(state).settings.issuer
+    return {
+        "issuer": iss,
+        "token_endpoint": f"{iss}/oauth2/token",
+        "jwks_uri": f"{iss}/oauth2/jwks",
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "scopes_supported": ["service"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384", "PS256", "RS256"],
+        "service_documentation": f"{iss}/schema",
+    }
+
+
+@get("/oauth2/jwks", tags=["OAuth2"], summary="Public keys that sign access tokens")
+async def oauth_jwks(state: State) -> dict[str, Any]:
+    from jwcrypto import jwk
+    from cryptography.hazmat.primitives import serialization
+
+    label, _, kid, spki = _rt(state).as_key
+    key = jwk.JWK.from_pem(serialization.load_der_public_key(spki).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return {"keys": [{**key.export_public(as_dict=True), "kid": kid, "use": "sig", "alg": "ES256"}]}
+
+
+# -- operations ---------------------------------------------------------------------------------------
+@get("/healthz", tags=["Operations"], summary="Liveness and readiness")
+async def healthz(state: State) -> Response[dict[str, Any]]:
+    rt = _rt(state)
+    checks = {"database": "ok", "hsm": "ok"}
+    try:
+        from sqlalchemy import text
+
+        async with rt.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:  # noqa: BLE001 - health reports, never raises
+        checks["database"] = "unavailable"
+    try:
+        from .runtime import SAM_LABEL
+
+        await rt.keys.key_info(SAM_LABEL)
+    except Exception:  # noqa: BLE001
+        checks["hsm"] = "unavailable"
+    ok = all(v == "ok" for v in checks.values())
+    return Response({"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503)
+
+
+@get("/metrics", tags=["Operations"], summary="Prometheus metrics (this worker)", media_type="text/plain; version=0.0.4")
+async def metrics(state: State) -> str:
+    m: Metrics = state.metrics
+    return m.render()
+
+
+@get("/pki/{name:str}", tags=["PKI"], summary="CA certificates (root.cer, issuing.cer, root.pem, issuing.pem)")
+async def pki_cert(name: str, state: State) -> Response[bytes]:
+    from cryptography.hazmat.primitives import serialization
+
+    rt = _rt(state)
+    base, _, ext = name.partition(".")
+    cert = {"root": rt.root_cert, "issuing": rt.issuing_cert}.get(base)
+    if cert is None or ext not in ("cer", "pem"):
+        raise ProtocolError("invalid_request", "Not found", 404)
+    if ext == "pem":
+        return Response(cert.public_bytes(serialization.Encoding.PEM), media_type="application/x-pem-file")
+    return Response(cert.public_bytes(serialization.Encoding.DER), media_type="application/pkix-cert")
+
+
+ROUTES = [
+    csc_info, csc_info_get, csc_credentials_list, csc_credentials_info, csc_credentials_authorize, csc_sign_hash,
+    csc_not_implemented, oauth_token, oauth_metadata, oauth_jwks, healthz, metrics, pki_cert,
+]

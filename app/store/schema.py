@@ -1,0 +1,95 @@
+"""Tables (SQLAlchemy 2 Core). The shape at each version is fixed by :mod:`.migrations`."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text,
+)
+
+metadata = MetaData()
+
+schema_version = Table(
+    "rqes_schema_version", metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+
+clients = Table(
+    "oauth_clients", metadata,
+    Column("client_id", String(128), primary_key=True),
+    Column("secret_hash", String(256), nullable=True),
+    Column("jwks", JSON, nullable=True),
+    Column("grants", JSON, nullable=False),
+    Column("redirect_uris", JSON, nullable=False),
+    Column("public", Boolean, nullable=False, default=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+credentials = Table(
+    "credentials", metadata,
+    Column("credential_id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # seal | signature
+    Column("owner", String(200), nullable=False, index=True),
+    Column("description", String(255), nullable=True),
+    Column("key_label", String(200), nullable=False, unique=True),
+    Column("key_type", String(16), nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # enabled | disabled | deleted
+    Column("multisign", Integer, nullable=False),
+    Column("signature_qualifier", String(32), nullable=False),
+    Column("certificate", LargeBinary, nullable=True),
+    Column("cert_serial", String(64), nullable=True),
+    Column("not_before", DateTime(timezone=True), nullable=True),
+    Column("not_after", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+ca_certificates = Table(
+    "ca_certificates", metadata,
+    Column("name", String(32), primary_key=True),  # root | issuing
+    Column("key_label", String(200), nullable=False),
+    Column("certificate", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+spent_sads = Table(
+    "spent_sads", metadata,
+    Column("jti", String(64), primary_key=True),  # the primary key *is* the single-use guarantee
+    Column("credential_id", String(64), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("spent_at", DateTime(timezone=True), nullable=False),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("ts", String(32), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("data", Text, nullable=False),  # canonical JSON, hashed as stored
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_head = Table(
+    "audit_head", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints", metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("ts", String(32), nullable=False),
+    Column("key_label", String(200), nullable=False),
+    Column("signature", Text, nullable=False),  # compact JWS over {seq, hash, ts}
+)
+
+used_nonces = Table(
+    "used_nonces", metadata,
+    Column("key", String(300), primary_key=True),  # "<namespace>:<value>", e.g. client assertion jti
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
