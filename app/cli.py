@@ -151,6 +151,11 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     from .store import verify_chain
 
     async def run(rt: Any) -> int:
+        if args.action == "tail":
+            from .store.audit import tail
+
+            _print(await tail(rt.engine, args.n, args.kind))
+            return 0
         if args.action == "checkpoint":
             seq = await rt.audit.checkpoint()
             _print({"checkpoint": seq})
@@ -210,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     ausub = au.add_subparsers(dest="action", required=True)
     ausub.add_parser("verify", help="re-check the hash chain and the signed checkpoints")
     ausub.add_parser("checkpoint", help="sign a checkpoint over the current head")
+    at = ausub.add_parser("tail", help="print the last records as JSON")
+    at.add_argument("-n", type=int, default=20)
+    at.add_argument("--kind")
     return p
 
 

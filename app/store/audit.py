@@ -138,3 +138,14 @@ async def verify_chain(engine: AsyncEngine, verify_checkpoint: CheckpointVerifie
     if head.seq != last or head.hash != prev:
         rep.fail(last + 1 if head.seq > last else head.seq, f"chain head says {head.seq} records, log has {last} (truncated)")
     return rep
+
+
+async def tail(engine: AsyncEngine, n: int, kind: str | None = None) -> list[dict[str, Any]]:
+    """The last ``n`` records (optionally of one kind), oldest first, for operators and tests."""
+    q = select(schema.audit_log).order_by(schema.audit_log.c.seq.desc()).limit(n)
+    if kind:
+        q = q.where(schema.audit_log.c.kind == kind)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(q)).all()
+    return [{"seq": r.seq, "ts": r.ts, "kind": r.kind, "actor": r.actor, "data": json.loads(r.data), "hash": r.hash}
+            for r in reversed(rows)]
