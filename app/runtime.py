@@ -188,6 +188,13 @@ async def initialize(settings: Settings, *, clock: Clock | None = None) -> list[
                 info = await keys.generate_key(label, kt)
                 await audit_log.append(AuditEvent("key.generated", "operator", {"label": label, "key_type": kt.value, "kid": kid_for(info.public_key_der)}))
                 did.append(f"generated {label} ({kt.value})")
+        audit_info = await keys.key_info(AUDIT_LABEL)
+        audit_kid = kid_for(audit_info.public_key_der)
+
+        async def sign_checkpoint(claims: dict[str, Any]) -> str:
+            return await sign_compact(keys, AUDIT_LABEL, audit_info.key_type, {"typ": CHECKPOINT_TYP, "kid": audit_kid}, claims)
+
+        audit_log = AuditLog(engine, clock, interval=settings.audit_checkpoint_interval, signer=sign_checkpoint, key_label=AUDIT_LABEL)
         ca = CaRepo(engine)
         now = clock.now()
         urls = CaUrls.under(settings.public_url)
@@ -206,6 +213,7 @@ async def initialize(settings: Settings, *, clock: Clock | None = None) -> list[
                 "certificate.issued", "operator", {"ca": "issuing", "serial": format(cert.serial_number, "x"),
                                                    "subject": cert.subject.rfc4514_string()}))
             did.append("issued issuing CA certificate")
+        await audit_log.checkpoint()
         pki_dir = data_dir / "ca"
         pki_dir.mkdir(exist_ok=True)
         for name in ("root", "issuing"):

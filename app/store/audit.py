@@ -131,7 +131,11 @@ async def verify_chain(engine: AsyncEngine, verify_checkpoint: CheckpointVerifie
             rep.fail(cp.seq, "checkpoint signature invalid")
             continue
         if cp.seq not in hashes:
-            rep.fail(cp.seq, "record covered by a signed checkpoint is missing (truncated)")
+            last = expected_seq - 1
+            if cp.seq > last:
+                rep.fail(last + 1, f"records {last + 1}..{cp.seq} covered by a signed checkpoint are missing (truncated)")
+            else:
+                rep.fail(cp.seq, "record covered by a signed checkpoint is missing")
         elif hashes[cp.seq] != cp.hash:
             rep.fail(cp.seq, "record differs from the signed checkpoint")
     last = expected_seq - 1
