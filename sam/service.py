@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from hsm import HsmError, InvalidDigest, KeyStore, SignScheme, UnsupportedAlgorithm, resolve_scheme
 from hsm.jws import b64url
-from hsm.mechanisms import Hash
+from hsm.mechanisms import Hash, Padding
 
 from .clock import Clock
 from .errors import (
@@ -249,4 +249,7 @@ def _scheme_for(req: SignRequest, authorized: Hash) -> SignScheme:
     scheme = resolve_scheme(family, req.sign_algo, req.hash_algorithm or authorized.value, req.sign_algo_params)
     if scheme.hash is not authorized:
         raise UnsupportedAlgorithm("Invalid parameter hashAlgorithmOID")
+    if scheme.padding is Padding.PSS and scheme.salt_length != authorized.digest_size:
+        # Policy: PSS salt equals the hash length (RFC 8017 §9.1 note 4); no weaker variants.
+        raise UnsupportedAlgorithm("Invalid parameter signAlgoParams")
     return scheme

@@ -1,0 +1,1 @@
+"""Reference EUDI wallet (holder) and test PID issuer: an HTTP client of rqes (wallet identity issue)."""
