@@ -390,3 +390,22 @@ def test_refusals_never_write_a_traceback_or_500(server: Server, ec_seal: Seal) 
         r = server.post("/csc/v2/credentials/authorize", body, token=ec_seal.token)
         assert 400 <= r.status_code < 500, (body, r.text)
         assert "Traceback" not in r.text and set(r.json()) == {"error", "error_description"}
+
+
+@pytest.fixture(scope="module")
+def short_sad_server():  # noqa: ANN201
+    from tests.conftest import make_server
+
+    yield from make_server("sqlite", {"RQES_SAD_LIFETIME": "1", "RQES_CLOCK_SKEW": "0"})
+
+
+def test_rejects_expired_sad(short_sad_server: Server) -> None:
+    import time
+
+    seal = short_sad_server.new_seal()
+    h = [digest()]
+    r = authorize(short_sad_server, seal, h)
+    assert r.status_code == 200 and r.json()["expiresIn"] == 1
+    time.sleep(2.2)
+    assert_error(sign(short_sad_server, seal, r.json()["SAD"], h), 400, "invalid_request", "SAD expired")
+    assert last_refusal(short_sad_server)["data"]["reason"] == "sad_expired"
