@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass
 
 from asn1crypto import algos as _algos
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from .errors import InvalidDigest, UnsupportedAlgorithm
 
@@ -204,6 +205,4 @@ def pss_params_der(hash_: Hash, salt_length: int | None = None) -> bytes:
 def raw_ecdsa_to_der(raw: bytes) -> bytes:
     """PKCS#11 ``CKM_ECDSA`` returns ``r‖s``; CMS and CSC signHash want DER ``ECDSA-Sig-Value``."""
     half = len(raw) // 2
-    r = int.from_bytes(raw[:half], "big")
-    s = int.from_bytes(raw[half:], "big")
-    return _algos.DSASignature({"r": r, "s": s}).dump()
+    return encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
