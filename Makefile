@@ -18,6 +18,11 @@ $(SOFTHSM):
 
 softhsm: $(SOFTHSM)
 
+# Debian's Chromium drives the web pages in the tests (Playwright with executable_path; no browser download).
+/usr/bin/chromium:
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -30,9 +35,9 @@ init: deps
 	$(BIN)/rqes init
 
 run: init
-	$(BIN)/rqes serve --host 127.0.0.1 --port 8080
+	RQES_DEMO=$${RQES_DEMO:-1} $(BIN)/rqes serve --host 127.0.0.1 --port 8080
 
-test: deps
+test: deps /usr/bin/chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-unit: deps

@@ -54,6 +54,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from .runtime import Runtime
 
     async def check() -> None:  # fail fast, with one line, before forking workers
+        from .oid4vp import load_trust_anchors
+
+        load_trust_anchors(settings)
         rt = await Runtime.open(settings)
         await rt.close()
 
@@ -130,9 +133,20 @@ def cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
     async def run(rt: Any) -> int:
         if args.action == "list":
             rows = await rt.credentials.list(include_deleted=args.all)
-            _print([{"credentialID": c.credential_id, "kind": c.kind, "owner": c.owner, "status": c.status,
-                     "key_type": c.key_type.value, "key_version": c.key_version, "multisign": c.multisign,
-                     "not_after": c.not_after.isoformat() if c.not_after else None} for c in rows])
+            out = []
+            for c in rows:
+                item = {"credentialID": c.credential_id, "kind": c.kind, "owner": c.owner, "status": c.status,
+                        "key_type": c.key_type.value, "key_version": c.key_version, "multisign": c.multisign,
+                        "not_after": c.not_after.isoformat() if c.not_after else None}
+                if args.certificates and c.certificate:
+                    from cryptography import x509
+                    from cryptography.hazmat.primitives.serialization import Encoding
+
+                    chain = [x509.load_der_x509_certificate(c.certificate), rt.issuing_cert, rt.root_cert]
+                    item["subject"] = chain[0].subject.rfc4514_string()
+                    item["certificates"] = [x.public_bytes(Encoding.PEM).decode() for x in chain]
+                out.append(item)
+            _print(out)
             return 0
         if args.action in ("disable", "enable"):
             ok = await creds.set_status(rt, args.credential_id, "disabled" if args.action == "disable" else "enabled")
@@ -208,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     crsub = cr2.add_subparsers(dest="action", required=True)
     cl = crsub.add_parser("list")
     cl.add_argument("--all", action="store_true", help="include deleted credentials")
+    cl.add_argument("--certificates", action="store_true", help="include the PEM chain (leaf, issuing CA, root)")
     for action in ("disable", "enable", "delete"):
         a = crsub.add_parser(action)
         a.add_argument("credential_id")

@@ -23,7 +23,11 @@ log = logging.getLogger("rqes")
 
 
 def create_app(settings: Settings) -> Litestar:
+    from .oid4vp import load_trust_anchors
+    from .oid4vp.routes import ROUTES as OID4VP_ROUTES
+
     metrics = Metrics()
+    anchors = load_trust_anchors(settings)  # a bad setting fails here, before serving
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -38,6 +42,21 @@ def create_app(settings: Settings) -> Litestar:
             keys=rt.keys, label=label, key_type=key_type, kid=kid, public_key_der=spki, issuer=settings.issuer,
             lifetime=settings.access_token_lifetime, clock=rt.clock, clients=rt.clients, audit=rt.audit,
             skew=settings.clock_skew)
+        from sam.sdjwt import SdJwtVcVerifier
+
+        from .enroll import enroll
+        from .oid4vp.service import VerifierService
+        from .oid4vp.status import HttpStatusListFetcher
+
+        app.state.verifier = None
+        if anchors:  # wallet flows need at least one trusted PID issuer; seals work without
+            sdjwt = SdJwtVcVerifier(trust_anchors=anchors, clock=rt.clock, status=HttpStatusListFetcher(),
+                                    skew=settings.clock_skew)
+            verifier = VerifierService(rt, sdjwt)
+            verifier.on("enroll", lambda t, v, ev: enroll(rt, v, ev, transaction_id=t.id))
+            app.state.verifier = verifier
+        else:
+            log.warning("no trusted PID issuers (RQES_TRUSTED_PID_ISSUERS, RQES_DEMO): wallet enrollment is off")
         purged = await rt.ledger.purge(rt.clock.now())
         log.info("rqes ready (issuer %s, %d stale SAD entries purged)", settings.issuer, purged)
         try:
@@ -49,7 +68,7 @@ def create_app(settings: Settings) -> Litestar:
                 await rt.close()
 
     return Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, *OID4VP_ROUTES],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[metrics_middleware(metrics)],

@@ -100,7 +100,7 @@ async def csc_not_implemented(method: str) -> None:
 def _form(request: Request, raw: bytes) -> dict[str, str]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
-        raise invalid_request("The token request must be application/x-www-form-urlencoded")
+        raise invalid_request("The request body must be application/x-www-form-urlencoded")
     try:
         pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:

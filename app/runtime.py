@@ -28,7 +28,9 @@ from sam.clock import Clock
 from sam.ports import AuditEvent
 from sam.sad import JwsVerifier
 
-from .pki import CA_KEY_TYPE, ISSUING_LABEL, ROOT_LABEL, CaUrls, make_issuing, make_root
+from .pki import (
+    CA_KEY_TYPE, ISSUING_LABEL, ROOT_LABEL, VERIFIER_LABEL, CaUrls, issue_verifier_certificate, make_issuing, make_root,
+)
 from .settings import Settings, SettingsError, require_runtime
 from .store import AuditLog, CaRepo, ClientRepo, CredentialRepo, NonceRepo, SadLedgerRepo, make_engine, migrate
 from .store.migrations import LATEST, current_version
@@ -39,7 +41,7 @@ SAM_LABEL = "rqes/sys/sam"
 AS_LABEL = "rqes/sys/as"
 AUDIT_LABEL = "rqes/sys/audit"
 SYSTEM_KEYS = {SAM_LABEL: KeyType.EC_P256, AS_LABEL: KeyType.EC_P256, AUDIT_LABEL: KeyType.EC_P256,
-               ROOT_LABEL: CA_KEY_TYPE, ISSUING_LABEL: CA_KEY_TYPE}
+               ROOT_LABEL: CA_KEY_TYPE, ISSUING_LABEL: CA_KEY_TYPE, VERIFIER_LABEL: KeyType.EC_P256}
 CHECKPOINT_TYP = "rqes-audit-checkpoint+jwt"
 
 
@@ -71,6 +73,8 @@ class Runtime:
     as_key: tuple[str, KeyType, str, bytes]  # label, type, kid, SPKI
     root_cert: x509.Certificate
     issuing_cert: x509.Certificate
+    verifier_cert: x509.Certificate
+    verifier_key_type: KeyType = KeyType.EC_P256
 
     @property
     def ca_urls(self) -> CaUrls:
@@ -92,8 +96,8 @@ class Runtime:
                 except HsmError:
                     raise SettingsError(f"RQES_PKCS11_TOKEN_LABEL: system key {label} missing on the token: run 'rqes init'") from None
             ca = CaRepo(engine)
-            root, issuing = await ca.get("root"), await ca.get("issuing")
-            if root is None or issuing is None:
+            root, issuing, verifier = await ca.get("root"), await ca.get("issuing"), await ca.get("verifier")
+            if root is None or issuing is None or verifier is None:
                 raise SettingsError("RQES_DATABASE_URL: the embedded CA is not initialised: run 'rqes init'")
         except BaseException:
             await engine.dispose()
@@ -125,6 +129,7 @@ class Runtime:
             sam=sam, checkpoint_verifier=JwsVerifier(audit_info.public_key_der, audit_info.key_type, audit_kid, CHECKPOINT_TYP),
             as_key=(AS_LABEL, as_info.key_type, kid_for(as_info.public_key_der), as_info.public_key_der),
             root_cert=x509.load_der_x509_certificate(root[1]), issuing_cert=x509.load_der_x509_certificate(issuing[1]),
+            verifier_cert=x509.load_der_x509_certificate(verifier[1]),
         )
 
     async def close(self) -> None:
@@ -213,10 +218,18 @@ async def initialize(settings: Settings, *, clock: Clock | None = None) -> list[
                 "certificate.issued", "operator", {"ca": "issuing", "serial": format(cert.serial_number, "x"),
                                                    "subject": cert.subject.rfc4514_string()}))
             did.append("issued issuing CA certificate")
+        issuing_row = await ca.get("issuing")
+        if await ca.get("verifier") is None and issuing_row is not None:
+            issuing_cert = x509.load_der_x509_certificate(issuing_row[1])
+            cert = await _off_loop(lambda: issue_verifier_certificate(keys, issuing_cert, settings.public_url, now))
+            await ca.put("verifier", VERIFIER_LABEL, cert.public_bytes(serialization.Encoding.DER), audit_log, AuditEvent(
+                "certificate.issued", "operator", {"ca": "verifier", "serial": format(cert.serial_number, "x"),
+                                                   "subject": cert.subject.rfc4514_string()}))
+            did.append("issued OpenID4VP verifier access certificate")
         await audit_log.checkpoint()
         pki_dir = data_dir / "ca"
         pki_dir.mkdir(exist_ok=True)
-        for name in ("root", "issuing"):
+        for name in ("root", "issuing", "verifier"):
             row = await ca.get(name)
             assert row is not None
             pem = x509.load_der_x509_certificate(row[1]).public_bytes(serialization.Encoding.PEM)

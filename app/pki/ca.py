@@ -160,3 +160,64 @@ def _end_entity(ca_key, issuing, public_key, name, urls, now, days, qc_type, pol
 
 
 CA_KEY_TYPE = KeyType.EC_P384
+
+
+VERIFIER_LABEL = "rqes/sys/verifier"
+
+
+@dataclass(frozen=True)
+class PersonSubject:
+    """EN 319 412-2 natural person: givenName, surname, serialNumber (EN 319 412-1 §5.1.3), C."""
+
+    given_name: str
+    family_name: str
+    serial_number: str
+    country: str
+
+
+def issue_person_certificate(
+    store: KeyStore, issuing: x509.Certificate, subject_public_key_der: bytes, subject: PersonSubject,
+    urls: CaUrls, now: dt.datetime, days: int = 2 * 365,
+) -> x509.Certificate:
+    """A qualified certificate for electronic signatures, key in the QSCD (QCP-n-qscd, QcType esign)."""
+    ca_key = HsmEcPrivateKey(store, ISSUING_LABEL)
+    public_key = serialization.load_der_public_key(subject_public_key_der)
+    name = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, subject.country),
+        x509.NameAttribute(NameOID.GIVEN_NAME, subject.given_name),
+        x509.NameAttribute(NameOID.SURNAME, subject.family_name),
+        x509.NameAttribute(NameOID.SERIAL_NUMBER, subject.serial_number),
+        x509.NameAttribute(NameOID.COMMON_NAME, f"{subject.given_name} {subject.family_name}"[:64]),
+    ])
+    return _end_entity(ca_key, issuing, public_key, name, urls, now, days, QC_TYPE_ESIGN, POLICY_QCP_N_QSCD)
+
+
+def issue_verifier_certificate(
+    store: KeyStore, issuing: x509.Certificate, public_url: str, now: dt.datetime, days: int = 365,
+) -> x509.Certificate:
+    """The OpenID4VP verifier access certificate (request objects, x509_hash / x509_san_dns)."""
+    from urllib.parse import urlsplit
+
+    ca_key = HsmEcPrivateKey(store, ISSUING_LABEL)
+    key = HsmEcPrivateKey(store, VERIFIER_LABEL)
+    host = urlsplit(public_url).hostname or "localhost"
+    names: list[x509.GeneralName] = [x509.DNSName(host)]
+    if host != "localhost":
+        names.append(x509.DNSName("localhost"))
+    name = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, issuing.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "rqes"),
+        x509.NameAttribute(NameOID.COMMON_NAME, f"rqes verifier {host}"),
+    ])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(issuing.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(_ski(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )

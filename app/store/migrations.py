@@ -26,7 +26,12 @@ async def _v1(conn: AsyncConnection) -> None:
     await conn.execute(insert(schema.audit_head).values(id=1, seq=0, hash=GENESIS))
 
 
-MIGRATIONS: list[tuple[int, Callable[[AsyncConnection], Awaitable[None]]]] = [(1, _v1)]
+async def _v2(conn: AsyncConnection) -> None:
+    tables = [schema.oid4vp_transactions, schema.signers, schema.evidence]
+    await conn.run_sync(lambda c: schema.metadata.create_all(c, tables=tables))
+
+
+MIGRATIONS: list[tuple[int, Callable[[AsyncConnection], Awaitable[None]]]] = [(1, _v1), (2, _v2)]
 LATEST = MIGRATIONS[-1][0]
 
 

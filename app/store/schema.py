@@ -93,3 +93,45 @@ used_nonces = Table(
     Column("key", String(300), primary_key=True),  # "<namespace>:<value>", e.g. client assertion jti
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
+
+# -- version 2: wallet identity (OpenID4VP transactions, signers, evidence) --------------------------
+oid4vp_transactions = Table(
+    "oid4vp_transactions", metadata,
+    Column("id", String(64), primary_key=True),          # held by the front end (status page)
+    Column("request_id", String(64), nullable=False, unique=True),  # in request_uri / response_uri
+    Column("purpose", String(16), nullable=False),       # enroll | authorize
+    Column("flow", String(16), nullable=False),          # same-device | cross-device
+    Column("nonce", String(64), nullable=False, unique=True),
+    Column("state", String(64), nullable=False),
+    Column("client_id", String(200), nullable=False),
+    Column("response_mode", String(32), nullable=False),
+    Column("enc_jwk", Text, nullable=True),              # ephemeral ECDH private key, erased when done
+    Column("dcql", JSON, nullable=False),
+    Column("transaction_data", JSON, nullable=False),    # the exact base64url strings sent
+    Column("context", JSON, nullable=False),             # purpose-specific data (e.g. the authorization request)
+    Column("status", String(16), nullable=False),        # created | fetched | responding | done | failed
+    Column("response_code", String(64), nullable=True, unique=True),
+    Column("result", JSON, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+signers = Table(
+    "signers", metadata,
+    Column("signer_id", String(64), primary_key=True),
+    Column("identity_basis", String(32), nullable=False),  # pan | document_number
+    Column("serial_number", String(128), nullable=False),  # EN 319 412-1 natural-person identifier
+    Column("given_name", String(128), nullable=False),
+    Column("family_name", String(128), nullable=False),
+    Column("birthdate", String(16), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+evidence = Table(
+    "evidence", metadata,
+    Column("evidence_id", String(64), primary_key=True),  # b64url SHA-256 of the canonical content
+    Column("kind", String(32), nullable=False),
+    Column("content", Text, nullable=False),  # presentation, transaction data, nonce, client_id: re-verifiable offline
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
