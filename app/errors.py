@@ -35,8 +35,10 @@ def invalid_request(description: str) -> ProtocolError:
     return ProtocolError("invalid_request", description, 400)
 
 
-def invalid_token(description: str = "The access token is invalid or expired") -> ProtocolError:
-    return ProtocolError("invalid_token", description, 401, www_authenticate='Bearer error="invalid_token"')
+def invalid_token(description: str = "The access token is invalid or expired", *, sent: bool = True) -> ProtocolError:
+    # RFC 6750 §3.1: no error code in the challenge when the request carried no credentials.
+    challenge = 'Bearer realm="rqes", error="invalid_token"' if sent else 'Bearer realm="rqes"'
+    return ProtocolError("invalid_token", description, 401, www_authenticate=challenge)
 
 
 def _body(error: str, description: str) -> dict[str, str]:

@@ -28,7 +28,7 @@ async def _principal(request: Request, state: State) -> Principal:
     auth = request.headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise invalid_token("Missing bearer access token")
+        raise invalid_token("Missing bearer access token", sent=False)
     who = await state.tokens.verify(token.strip())
     if "service" not in who.scope:
         raise ProtocolError("insufficient_scope", "The access token lacks the service scope", 403,
@@ -195,7 +195,20 @@ async def pki_cert(name: str, state: State) -> Response[bytes]:
     return Response(cert.public_bytes(serialization.Encoding.DER), media_type="application/pkix-cert")
 
 
-ROUTES = [
+LOGO = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64" width="64" height="64">'
+    '<rect width="64" height="64" rx="12" fill="#123a6b"/>'
+    '<text x="32" y="41" font-family="sans-serif" font-size="22" font-weight="700" fill="#fff" text-anchor="middle">rqes</text>'
+    "</svg>"
+)
+
+
+@get("/static/logo.svg", tags=["Operations"], summary="Service logo (CSC info.logo)", media_type="image/svg+xml")
+async def logo() -> str:
+    return LOGO
+
+
+ROUTES = [logo, 
     csc_info, csc_info_get, csc_credentials_list, csc_credentials_info, csc_credentials_authorize, csc_sign_hash,
     csc_not_implemented, oauth_token, oauth_metadata, oauth_jwks, healthz, metrics, pki_cert,
 ]

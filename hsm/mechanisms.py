@@ -185,9 +185,18 @@ def _pss_scheme(params_der: bytes | None, requested: Hash | None) -> SignScheme:
         raise UnsupportedAlgorithm("Invalid parameter signAlgoParams") from None
     if requested is not None and requested is not hash_:
         raise UnsupportedAlgorithm("hashAlgorithmOID contradicts with signAlgo")
-    if salt < 0 or salt > 64:
+    if salt < 0 or salt > 512:
         raise UnsupportedAlgorithm("Invalid parameter signAlgoParams")
     return SignScheme(Padding.PSS, hash_, salt)
+
+
+def pss_salt_allowed(scheme: SignScheme, key_type: KeyType) -> bool:
+    """rqes PSS policy: the salt is the hash length (RFC 8017 §9.1 note 4) or the maximum the key
+    allows (emLen - hLen - 2, pyHanko's default); nothing shorter."""
+    if scheme.padding is not Padding.PSS:
+        return True
+    em_len = (key_type.bits - 1 + 7) // 8
+    return scheme.salt_length in (scheme.hash.digest_size, em_len - scheme.hash.digest_size - 2)
 
 
 def pss_params_der(hash_: Hash, salt_length: int | None = None) -> bytes:

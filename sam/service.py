@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from hsm import HsmError, InvalidDigest, KeyStore, SignScheme, UnsupportedAlgorithm, resolve_scheme
 from hsm.jws import b64url
-from hsm.mechanisms import Hash, Padding
+from hsm.mechanisms import Hash, Padding, pss_salt_allowed
 
 from .clock import Clock
 from .errors import (
@@ -185,6 +185,8 @@ class SignatureActivationModule:
                 resolve_scheme(cred.key_type, req.sign_algo, req.hash_algorithm, req.sign_algo_params)
             except UnsupportedAlgorithm as e:
                 raise InvalidRequest(str(e), reason="bad_sign_algo") from None
+            if not pss_salt_allowed(scheme, cred.key_type):
+                raise InvalidRequest("Invalid parameter signAlgoParams", reason="bad_sign_algo")
         except SamError as e:
             await self._refused("signature.refused", client_id, req.credential_id, e)
             raise
@@ -249,7 +251,4 @@ def _scheme_for(req: SignRequest, authorized: Hash) -> SignScheme:
     scheme = resolve_scheme(family, req.sign_algo, req.hash_algorithm or authorized.value, req.sign_algo_params)
     if scheme.hash is not authorized:
         raise UnsupportedAlgorithm("Invalid parameter hashAlgorithmOID")
-    if scheme.padding is Padding.PSS and scheme.salt_length != authorized.digest_size:
-        # Policy: PSS salt equals the hash length (RFC 8017 §9.1 note 4); no weaker variants.
-        raise UnsupportedAlgorithm("Invalid parameter signAlgoParams")
     return scheme

@@ -44,7 +44,7 @@ class CscService:
         out: dict[str, Any] = {
             "specs": s.csc_specs,
             "name": s.service_name,
-            "logo": f"{s.issuer}/static/logo.svg",
+            "logo": f"{s.issuer}/static/logo.svg",  # served by app.routes.logo
             "region": s.region,
             "lang": body.get("lang") if isinstance(body.get("lang"), str) else "en-US",
             "description": "rqes remote qualified signature and seal service (SCAL2, keys in a PKCS#11 HSM)",
@@ -144,6 +144,9 @@ class CscService:
             num = wire.req_int(body, "numSignatures")
             hashes = wire.hashes_param(body, self._rt.settings.max_hashes)
             hash_algo = wire.opt_str(body, "hashAlgorithmOID", "hashAlgo")
+            if hash_algo is None and "hashes" not in body:
+                # CSC v1 authorize (pyHanko's format_csc_auth_request) names no algorithm: SHA-2 by length.
+                hash_algo = wire.hash_oid_for_length(hashes)
             if hash_algo is None:
                 raise invalid_request("Missing (or invalid type) string parameter hashAlgorithmOID")
             auth_data = body.get("authData", [])

@@ -117,3 +117,12 @@ def certificates_param(body: dict[str, Any]) -> str:
 
 def not_implemented(method: str) -> ProtocolError:
     return ProtocolError("invalid_request", f"Method {method} is not implemented", 501)
+
+
+_SHA2_BY_LENGTH = {32: "2.16.840.1.101.3.4.2.1", 48: "2.16.840.1.101.3.4.2.2", 64: "2.16.840.1.101.3.4.2.3"}
+
+
+def hash_oid_for_length(hashes: list[bytes]) -> str | None:
+    """v1 compatibility: the SHA-2 OID implied by the digest length, if all digests agree."""
+    lengths = {len(h) for h in hashes}
+    return _SHA2_BY_LENGTH.get(lengths.pop()) if len(lengths) == 1 else None

@@ -67,6 +67,25 @@ def wallet_error(error: str, description: str, status: int = 400) -> ProtocolErr
     return ProtocolError(error, description, status)
 
 
+def decrypt_response(compact: str, private_jwk_json: str) -> dict[str, Any]:
+    """OpenID4VP §8.3 ``direct_post.jwt``: an unsigned JWE, ECDH-ES with A128GCM or A256GCM,
+    whose payload holds the response parameters."""
+    if len(compact) > MAX_RESPONSE_BYTES:
+        raise wallet_error("invalid_request", "The encrypted response is too large")
+    try:
+        token = jwe.JWE(algs=["ECDH-ES", *ENC_VALUES])
+        token.deserialize(compact, key=jwk.JWK.from_json(private_jwk_json))
+        hdr = token.jose_header
+        if hdr.get("alg") != "ECDH-ES" or hdr.get("enc") not in ENC_VALUES:
+            raise ValueError("algorithm")
+        payload = json.loads(token.payload)
+    except (JWException, ValueError, TypeError, KeyError):
+        raise wallet_error("invalid_request", "The encrypted response could not be decrypted") from None
+    if not isinstance(payload, dict):
+        raise wallet_error("invalid_request", "The encrypted response is not a JSON object")
+    return payload
+
+
 class VerifierService:
     def __init__(self, rt: Runtime, verifier: SdJwtVcVerifier, *, client_id_prefix: str = "x509_hash") -> None:
         self._rt = rt
@@ -186,19 +205,7 @@ class VerifierService:
             if set(form) - {"response"}:
                 raise wallet_error("invalid_request", "Unexpected parameters beside the encrypted response")
             assert t.enc_jwk is not None
-            key = jwk.JWK.from_json(t.enc_jwk)
-            try:
-                token = jwe.JWE(algs=["ECDH-ES", *ENC_VALUES])
-                token.deserialize(form["response"], key=key)
-                hdr = token.jose_header
-                if hdr.get("alg") != "ECDH-ES" or hdr.get("enc") not in ENC_VALUES:
-                    raise ValueError("algorithm")
-                payload = json.loads(token.payload)
-            except (JWException, ValueError, TypeError, KeyError):
-                raise wallet_error("invalid_request", "The encrypted response could not be decrypted") from None
-            if not isinstance(payload, dict):
-                raise wallet_error("invalid_request", "The encrypted response is not a JSON object")
-            return payload
+            return decrypt_response(form["response"], t.enc_jwk)
         if "response" in form:
             raise wallet_error("invalid_request", "An unencrypted response (direct_post) was requested")
         return dict(form)

@@ -263,7 +263,7 @@ async def test_rsa_pkcs1v15_seal_signatures_verify(sign_algo, hash_algorithm):
         pub.verify(sig, digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
 
 
-@pytest.mark.parametrize("salt", [32])
+@pytest.mark.parametrize("salt", [32, 222])
 async def test_rsa_pss_seal_signature_verifies(salt):
     env = make_env(KeyType.RSA_2048)
     grant = await env.authorize([H1])
@@ -782,8 +782,8 @@ async def test_audit_holds_no_sad_or_key_material(env):
     assert b64u(H1) in blob  # the digests are kept as evidence
 
 
-@pytest.mark.parametrize("salt", [0, 20, 64])
-async def test_rejects_pss_salt_other_than_hash_length(salt):
+@pytest.mark.parametrize("salt", [0, 20, 64, 221])
+async def test_rejects_pss_salt_other_than_hash_length_or_maximum(salt):
     env = make_env(KeyType.RSA_2048)
     grant = await env.authorize([H1])
     await assert_refused(env, InvalidRequest, "Invalid parameter signAlgoParams", grant.sad, [H1], sign_algo=RSASSA_PSS,
