@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> Litestar:
         if anchors:  # wallet flows need at least one trusted PID issuer; seals work without
             sdjwt = SdJwtVcVerifier(trust_anchors=anchors, clock=rt.clock, status=HttpStatusListFetcher(),
                                     skew=settings.clock_skew)
-            verifier = VerifierService(rt, sdjwt)
+            verifier = VerifierService(rt, sdjwt, client_id_prefix=settings.oid4vp_client_id_prefix)
             verifier.on("enroll", lambda t, v, ev: enroll(rt, v, ev, transaction_id=t.id))
             app.state.verifier = verifier
         else:

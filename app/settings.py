@@ -45,6 +45,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     region: str = "EU"
     log_level: str = "INFO"
     clock_skew: int = 30
+    oid4vp_client_id_prefix: str = "x509_hash"
 
     def __repr__(self) -> str:  # never print the PIN
         shown = {f: getattr(self, f) for f in self.__struct_fields__ if f != "pkcs11_pin"}
@@ -78,6 +79,7 @@ _FIELDS: dict[str, type] = {
     "region": str,
     "log_level": str,
     "clock_skew": int,
+    "oid4vp_client_id_prefix": str,
 }
 SECRET_ENV_ONLY = ("pkcs11_pin",)
 ENV_PREFIX = "RQES_"
@@ -187,6 +189,8 @@ def finalize(s: Settings) -> Settings:
         raise SettingsError(f"RQES_LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")
     if not 0 <= s.clock_skew <= 300:
         raise SettingsError(f"RQES_CLOCK_SKEW: must be between 0 and 300 seconds, got {s.clock_skew}")
+    if s.oid4vp_client_id_prefix not in ("x509_hash", "x509_san_dns"):
+        raise SettingsError(f"RQES_OID4VP_CLIENT_ID_PREFIX: must be x509_hash or x509_san_dns, got {s.oid4vp_client_id_prefix!r}")
     if not s.pkcs11_token_label:
         raise SettingsError("RQES_PKCS11_TOKEN_LABEL: must not be empty")
     if s.trusted_pid_issuers and not Path(s.trusted_pid_issuers).exists():
@@ -223,5 +227,6 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("RQES_CSC_SPECS", "2.0.0.0", "info.specs: 2.0.0.0 or 2.2.0.0"),
     ("RQES_SERVICE_NAME / RQES_REGION", "rqes / EU", "CSC info name and region"),
     ("RQES_CLOCK_SKEW", "30", "seconds of clock skew tolerated on tokens and SADs"),
+    ("RQES_OID4VP_CLIENT_ID_PREFIX", "x509_hash", "OpenID4VP client_id prefix of the verifier: x509_hash (HAIP) or x509_san_dns"),
     ("RQES_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
 ]

@@ -384,3 +384,46 @@ def test_rejects_untrusted_issuer(untrusting_server: Server, issuer: PidIssuer, 
     w, _ = new_wallet(issuer, tmp_path)
     flow = Flow(untrusting_server)
     assert_rejected(flow, respond(flow.present(w), http=flow.http), "trust")
+
+
+@pytest.fixture(scope="module")
+def san_dns_server() -> Iterator[Server]:
+    yield from make_server("sqlite", {"RQES_OID4VP_CLIENT_ID_PREFIX": "x509_san_dns"})
+
+
+def test_x509_san_dns_client_id(san_dns_server: Server, issuer: PidIssuer, tmp_path: Path) -> None:
+    w, _ = new_wallet(issuer, tmp_path)
+    flow = Flow(san_dns_server)
+    assert flow.request.client_id == "x509_san_dns:127.0.0.1"
+    out = respond(flow.present(w), http=flow.http)
+    assert out.ok, out.to_json()
+
+
+@pytest.mark.parametrize("form,content_type,status,fragment", [
+    ({"state": "x"}, "application/x-www-form-urlencoded", 400, "encrypted response"),
+    ({"response": "not-a-jwe"}, "application/x-www-form-urlencoded", 400, "could not be decrypted"),
+    ({"response": "a.b.c.d.e", "vp_token": "{}"}, "application/x-www-form-urlencoded", 400, "unexpected parameters"),
+    (None, "application/json", 400, "x-www-form-urlencoded"),
+])
+def test_rejects_malformed_wallet_responses(server: Server, form: dict | None, content_type: str, status: int,
+                                           fragment: str) -> None:
+    flow_http = httpx.Client()
+    start = flow_http.get(f"{server.base_url}/enroll/start").json()
+    rid = parse_invocation(start["uri"]).request_uri.rsplit("/", 1)[1]
+    url = f"{server.base_url}/oid4vp/response/{rid}"
+    if form is None:
+        r = flow_http.post(url, content=b'{"vp_token": {}}', headers={"Content-Type": content_type})
+    else:
+        r = flow_http.post(url, data=form)
+    assert r.status_code == status, r.text
+    assert set(r.json()) == {"error", "error_description"} and fragment in r.json()["error_description"].lower()
+
+
+def test_unknown_request_and_response_ids_get_404_json(server: Server) -> None:
+    for method, path in (("GET", "/oid4vp/request/nope"), ("POST", "/oid4vp/response/nope")):
+        r = httpx.request(method, f"{server.base_url}{path}", data={"vp_token": "{}"} if method == "POST" else None)
+        assert r.status_code == 404 and r.json()["error"] == "invalid_request"
+    r = httpx.get(f"{server.base_url}/enroll/status/nope")
+    assert r.status_code == 404 and r.json()["error"] == "invalid_request"
+    r = httpx.get(f"{server.base_url}/enroll/start", params={"response_mode": "fragment"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
