@@ -24,12 +24,27 @@ def _rt(state: State) -> Runtime:
     return state.runtime
 
 
-async def _principal(request: Request, state: State) -> Principal:
+async def _principal(request: Request, state: State, *, credential_token: bool = False) -> Principal:
+    """A service access token, or (where the CSC API allows it) a credential token: the SAD used
+    as bearer token (csc-api-v2.md §3.2, oauth2code)."""
     auth = request.headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise invalid_token("Missing bearer access token", sent=False)
-    who = await state.tokens.verify(token.strip())
+    from .oauth.authorization import _peek_typ
+    from sam import SAD_TYP, SamError
+
+    if _peek_typ(token) == SAD_TYP:
+        if not credential_token:
+            raise invalid_token("A credential token cannot be used for this method")
+        try:
+            claims = state.runtime.sam.verify_sad(token)
+        except SamError:
+            raise invalid_token() from None
+        return Principal(claims.azp, ("credential",), claims.jti, subject=claims.sub, sad=token,
+                         credential_id=claims.credential_id)
+    who = await state.tokens.verify(token)
     if "service" not in who.scope:
         raise ProtocolError("insufficient_scope", "The access token lacks the service scope", 403,
                             www_authenticate='Bearer error="insufficient_scope"')
@@ -63,25 +78,40 @@ async def csc_credentials_list(request: Request, state: State) -> dict[str, Any]
 
 @post("/csc/v2/credentials/info", status_code=200, tags=["CSC"], summary="CSC v2 credentials/info")
 async def csc_credentials_info(request: Request, state: State) -> dict[str, Any]:
-    who = await _principal(request, state)
+    who = await _principal(request, state, credential_token=True)
     return await state.csc.credentials_info(who, await _json(request))
 
 
-@post("/csc/v2/credentials/authorize", status_code=200, tags=["CSC"], summary="CSC v2 credentials/authorize (explicit, seals)")
-async def csc_credentials_authorize(request: Request, state: State) -> dict[str, Any]:
+@post("/csc/v2/credentials/authorize", status_code=200, tags=["CSC"],
+      summary="CSC v2 credentials/authorize (explicit: seals at once, signers asynchronously with the wallet)")
+async def csc_credentials_authorize(request: Request, state: State) -> Response[dict[str, Any]]:
     who = await _principal(request, state)
     try:
-        out = await state.csc.credentials_authorize(who, await _json(request))
+        out, status = await state.csc.credentials_authorize(who, await _json(request))
     except SamError as e:
         _metrics_for(state, e)
         raise
-    state.metrics.event("authorization", "granted")
-    return out
+    state.metrics.event("authorization", "granted" if status == 200 else "pending")
+    return Response(out, status_code=status, headers=NO_STORE)
+
+
+@post("/csc/v2/credentials/authorizeCheck", status_code=200, tags=["CSC"], summary="CSC v2 credentials/authorizeCheck")
+async def csc_credentials_authorize_check(request: Request, state: State) -> Response[dict[str, Any]]:
+    who = await _principal(request, state)
+    out, status = await state.csc.authorize_check(who, await _json(request))
+    return Response(out, status_code=status, headers=NO_STORE)
+
+
+@post("/csc/v2/credentials/extendTransaction", status_code=200, tags=["CSC"], summary="CSC v2 credentials/extendTransaction")
+async def csc_credentials_extend(request: Request, state: State) -> Response[dict[str, Any]]:
+    who = await _principal(request, state)
+    out, status = await state.csc.extend_transaction(who, await _json(request))
+    return Response(out, status_code=status, headers=NO_STORE)
 
 
 @post("/csc/v2/signatures/signHash", status_code=200, tags=["CSC"], summary="CSC v2 signatures/signHash")
 async def csc_sign_hash(request: Request, state: State) -> dict[str, Any]:
-    who = await _principal(request, state)
+    who = await _principal(request, state, credential_token=True)
     try:
         out = await state.csc.sign_hash(who, await _json(request))
     except SamError as e:
@@ -119,10 +149,21 @@ async def oauth_token(request: Request, state: State) -> Response[dict[str, Any]
     grant = form.get("grant_type")
     if not grant:
         raise invalid_request("Missing parameter grant_type")
-    client, method = await state.authenticator.authenticate(form, request.headers)
-    if grant != "client_credentials":
+    if grant == "client_credentials":
+        client, method = await state.authenticator.authenticate(form, request.headers)
+        body = await state.tokens.client_credentials(client, method, form)
+    elif grant in ("authorization_code", "refresh_token"):
+        from .oauth.routes import _client_for_token_endpoint
+
+        client = await _client_for_token_endpoint(form, request, state)
+        if grant not in client.grants:
+            raise ProtocolError("unauthorized_client", f"The client may not use the {grant} grant")
+        if grant == "authorization_code":
+            body = await state.authorization.token_authorization_code(client, form)
+        else:
+            body = await state.authorization.token_refresh(client, form)
+    else:
         raise ProtocolError("unsupported_grant_type", f"Unsupported grant_type {grant[:64]}")
-    body = await state.tokens.client_credentials(client, method, form)
     return Response(body, headers=NO_STORE)
 
 
@@ -131,12 +172,19 @@ async def oauth_metadata(state: State) -> dict[str, Any]:
     iss = _rt(state).settings.issuer
     return {
         "issuer": iss,
+        "authorization_endpoint": f"{iss}/oauth2/authorize",
         "token_endpoint": f"{iss}/oauth2/token",
+        "pushed_authorization_request_endpoint": f"{iss}/oauth2/pushed_authorize",
+        "revocation_endpoint": f"{iss}/oauth2/revoke",
         "jwks_uri": f"{iss}/oauth2/jwks",
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
-        "scopes_supported": ["service"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_details_types_supported": ["credential", "https://cloudsignatureconsortium.org/2025/credential"],
+        "scopes_supported": ["service", "credential"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384", "PS256", "RS256"],
         "service_documentation": f"{iss}/schema",
     }
@@ -208,7 +256,8 @@ async def logo() -> str:
     return LOGO
 
 
-ROUTES = [logo, 
+ROUTES = [logo,
     csc_info, csc_info_get, csc_credentials_list, csc_credentials_info, csc_credentials_authorize, csc_sign_hash,
+    csc_credentials_authorize_check, csc_credentials_extend,
     csc_not_implemented, oauth_token, oauth_metadata, oauth_jwks, healthz, metrics, pki_cert,
 ]

@@ -33,6 +33,7 @@ from .pki import (
 )
 from .settings import Settings, SettingsError, require_runtime
 from .store import AuditLog, CaRepo, ClientRepo, CredentialRepo, NonceRepo, SadLedgerRepo, make_engine, migrate
+from .store.evidence import EvidenceRepo
 from .store.migrations import LATEST, current_version
 
 log = logging.getLogger("rqes")
@@ -68,6 +69,7 @@ class Runtime:
     ca: CaRepo
     ledger: SadLedgerRepo
     nonces: NonceRepo
+    evidence: EvidenceRepo
     sam: SignatureActivationModule
     checkpoint_verifier: JwsVerifier
     as_key: tuple[str, KeyType, str, bytes]  # label, type, kid, SPKI
@@ -75,6 +77,7 @@ class Runtime:
     issuing_cert: x509.Certificate
     verifier_cert: x509.Certificate
     verifier_key_type: KeyType = KeyType.EC_P256
+    wallet_verifier: Any = None  # Callable[[datetime | None], SdJwtVcVerifier] | None
 
     @property
     def ca_urls(self) -> CaUrls:
@@ -114,6 +117,8 @@ class Runtime:
         ledger = SadLedgerRepo(engine, audit)
         sam_info = infos[SAM_LABEL]
         sam_kid = kid_for(sam_info.public_key_der)
+        evidence = EvidenceRepo(engine)
+        wallet_verifier = _wallet_verifier_factory(settings, clock)
         sam = SignatureActivationModule(
             keys=keys, credentials=credentials, ledger=ledger, audit=audit,
             sad_signer=SadSigner(keys, SAM_LABEL, sam_info.key_type, sam_kid),
@@ -121,15 +126,18 @@ class Runtime:
                                      audience=settings.issuer + "/sam", clock=clock, max_lifetime=300, skew=settings.clock_skew),
             clock=clock, issuer=settings.issuer, audience=settings.issuer + "/sam",
             sad_lifetime=settings.sad_lifetime, max_hashes=settings.max_hashes,
+            wallet_verifier=wallet_verifier, evidence=evidence,
         )
         as_info = infos[AS_LABEL]
         return cls(
             settings=settings, clock=clock, keys=keys, engine=engine, audit=audit,
             clients=ClientRepo(engine, audit), credentials=credentials, ca=ca, ledger=ledger, nonces=NonceRepo(engine),
+            evidence=evidence,
             sam=sam, checkpoint_verifier=JwsVerifier(audit_info.public_key_der, audit_info.key_type, audit_kid, CHECKPOINT_TYP),
             as_key=(AS_LABEL, as_info.key_type, kid_for(as_info.public_key_der), as_info.public_key_der),
             root_cert=x509.load_der_x509_certificate(root[1]), issuing_cert=x509.load_der_x509_certificate(issuing[1]),
             verifier_cert=x509.load_der_x509_certificate(verifier[1]),
+            wallet_verifier=wallet_verifier,
         )
 
     async def close(self) -> None:
@@ -141,6 +149,27 @@ class Runtime:
             return self.checkpoint_verifier.verify(token)
         except ValueError:
             return None
+
+
+def _wallet_verifier_factory(settings: Settings, clock: Clock):  # noqa: ANN202
+    """SD-JWT VC verifiers for the SAM: now (live approvals) or at a past instant (re-checks of
+    stored evidence). None when no PID issuer is trusted: wallet approvals are then refused."""
+    from sam.clock import FixedClock
+    from sam.sdjwt import SdJwtVcVerifier
+
+    from .oid4vp import load_trust_anchors
+    from .oid4vp.status import HttpStatusListFetcher
+
+    anchors = load_trust_anchors(settings)
+    if not anchors:
+        return None
+    fetcher = HttpStatusListFetcher()
+
+    def make(at: datetime | None) -> SdJwtVcVerifier:
+        return SdJwtVcVerifier(trust_anchors=anchors, clock=FixedClock(at) if at else clock, status=fetcher,
+                               skew=settings.clock_skew)
+
+    return make
 
 
 def _write_secret(path: Path, value: str) -> None:

@@ -46,6 +46,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_level: str = "INFO"
     clock_skew: int = 30
     oid4vp_client_id_prefix: str = "x509_hash"
+    qes_approval_type: str = "qes-approval"
 
     def __repr__(self) -> str:  # never print the PIN
         shown = {f: getattr(self, f) for f in self.__struct_fields__ if f != "pkcs11_pin"}
@@ -80,6 +81,7 @@ _FIELDS: dict[str, type] = {
     "log_level": str,
     "clock_skew": int,
     "oid4vp_client_id_prefix": str,
+    "qes_approval_type": str,
 }
 SECRET_ENV_ONLY = ("pkcs11_pin",)
 ENV_PREFIX = "RQES_"
@@ -191,6 +193,8 @@ def finalize(s: Settings) -> Settings:
         raise SettingsError(f"RQES_CLOCK_SKEW: must be between 0 and 300 seconds, got {s.clock_skew}")
     if s.oid4vp_client_id_prefix not in ("x509_hash", "x509_san_dns"):
         raise SettingsError(f"RQES_OID4VP_CLIENT_ID_PREFIX: must be x509_hash or x509_san_dns, got {s.oid4vp_client_id_prefix!r}")
+    if s.qes_approval_type not in ("qes-approval", "qes_authorization"):
+        raise SettingsError(f"RQES_QES_APPROVAL_TYPE: must be qes-approval or qes_authorization, got {s.qes_approval_type!r}")
     if not s.pkcs11_token_label:
         raise SettingsError("RQES_PKCS11_TOKEN_LABEL: must not be empty")
     if s.trusted_pid_issuers and not Path(s.trusted_pid_issuers).exists():
@@ -228,5 +232,6 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("RQES_SERVICE_NAME / RQES_REGION", "rqes / EU", "CSC info name and region"),
     ("RQES_CLOCK_SKEW", "30", "seconds of clock skew tolerated on tokens and SADs"),
     ("RQES_OID4VP_CLIENT_ID_PREFIX", "x509_hash", "OpenID4VP client_id prefix of the verifier: x509_hash (HAIP) or x509_san_dns"),
+    ("RQES_QES_APPROVAL_TYPE", "qes-approval", "transaction data type for signature approval: qes-approval (CSC-DMB 2025) or qes_authorization (legacy)"),
     ("RQES_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
 ]

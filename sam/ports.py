@@ -53,3 +53,12 @@ class AuditSink(Protocol):
     async def append(self, event: AuditEvent) -> int:
         """Append to the hash-chained log; returns the record's sequence number."""
         ...
+
+
+class EvidenceStore(Protocol):
+    async def load(self, evidence_id: str) -> "WalletEvidence | None":
+        """The stored wallet evidence; adapters check that its content still hashes to its id."""
+        ...
+
+
+from .approval import WalletEvidence  # noqa: E402  (type used in the port above)

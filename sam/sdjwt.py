@@ -386,18 +386,21 @@ class SdJwtVcVerifier:
         self._kb_max_age = kb_max_age
         self._algs = frozenset(algs)
 
-    async def verify(self, presentation: str, *, audience: str, nonce: str) -> VerifiedPresentation:
-        """RFC 9901 §7.1–§7.3 + SD-JWT VC §3.4–3.5 + OpenID4VP B.3.6; raises :class:`PresentationRejected`."""
+    async def verify(self, presentation: str, *, audience: str, nonce: str, check_status: bool = True) -> VerifiedPresentation:
+        """RFC 9901 §7.1–§7.3 + SD-JWT VC §3.4–3.5 + OpenID4VP B.3.6; raises :class:`PresentationRejected`.
+
+        ``check_status=False`` is for the offline re-check of stored evidence (the status was
+        checked when the evidence was received; a later revocation does not undo a past approval)."""
         if not isinstance(audience, str) or not audience or not isinstance(nonce, str) or not nonce:
             raise ValueError("audience and nonce must be non-empty strings")
         try:
-            return await self._verify(presentation, audience, nonce)
+            return await self._verify(presentation, audience, nonce, check_status)
         except PresentationRejected:
             raise
         except Exception as e:  # fail closed: whatever slipped through is malformed input
             raise PresentationRejected("malformed", "The presentation is malformed") from e
 
-    async def _verify(self, presentation: Any, audience: str, nonce: str) -> VerifiedPresentation:
+    async def _verify(self, presentation: Any, audience: str, nonce: str, check_status: bool = True) -> VerifiedPresentation:
         # §8.1: split; key binding is required by policy.
         if not isinstance(presentation, str) or not presentation:
             raise PresentationRejected("malformed", "The presentation is not a string")
@@ -455,7 +458,8 @@ class SdJwtVcVerifier:
                              presentation[: len(presentation) - len(kb_jwt)], sd_alg)
 
         # §10: status, only after the credential itself verified.
-        await self._check_status(claims, now)
+        if check_status:
+            await self._check_status(claims, now)
 
         return VerifiedPresentation(
             claims=claims, vct=vct, issuer_chain=tuple(chain), holder_jwk=holder_jwk, kb=kb,

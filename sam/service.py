@@ -10,7 +10,8 @@ from __future__ import annotations
 import hmac
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Callable
 
 from hsm import HsmError, InvalidDigest, KeyStore, SignScheme, UnsupportedAlgorithm, resolve_scheme
 from hsm.jws import b64url
@@ -26,8 +27,13 @@ from .errors import (
     SamError,
     SigningFailed,
 )
-from .ports import AuditEvent, AuditSink, CredentialDirectory, CredentialRecord, SadLedger
+from .approval import ApprovalRejected, CredentialAuthorization, WalletEvidence, check_approval, find_approval
+from .identity import signer_identity
+from .ports import AuditEvent, AuditSink, CredentialDirectory, CredentialRecord, EvidenceStore, SadLedger
 from .sad import SadClaims, SadSigner, SadVerifier, new_jti
+
+if TYPE_CHECKING:
+    from .sdjwt import SdJwtVcVerifier
 
 log = logging.getLogger("rqes.sam")
 
@@ -95,6 +101,9 @@ class SignatureActivationModule:
         audience: str,
         sad_lifetime: int,
         max_hashes: int,
+        wallet_verifier: Callable[[datetime | None], SdJwtVcVerifier] | None = None,
+        evidence: EvidenceStore | None = None,
+        approval_vcts: tuple[str, ...] = ("urn:eudi:pid:1", "urn:eu.europa.ec.eudi:pid:1"),
     ) -> None:
         if not 0 < sad_lifetime <= 300:
             raise ValueError("SAD lifetime must be 1..300 s by policy")
@@ -109,15 +118,44 @@ class SignatureActivationModule:
         self._audience = audience
         self._lifetime = sad_lifetime
         self._max_hashes = max_hashes
+        self._wallet_verifier = wallet_verifier
+        self._evidence = evidence
+        # Which credential may approve is policy (PID rulebook §5 vs CSC-DMB): today the PID.
+        self._approval_vcts = frozenset(approval_vcts)
 
     # -- authorization ---------------------------------------------------------------------------
-    async def authorize_seal(self, client_id: str, req: AuthorizationRequest) -> Grant:
+    async def extend(self, sad: str, client_id: str, req: AuthorizationRequest, *, owner: str | None = None) -> Grant | None:
+        """CSC credentials/extendTransaction. For seals the current SAD is spent and a new one
+        minted for the new hashes; for signers None is returned: only a new wallet approval can
+        authorize new digests."""
+        try:
+            claims = self._verifier.verify(sad)
+            if not hmac.compare_digest(claims.azp.encode(), client_id.encode()):
+                raise SadInvalid("other_client")
+            if not hmac.compare_digest(claims.credential_id.encode(), req.credential_id.encode()):
+                raise SadInvalid("other_credential")
+        except SamError as e:
+            await self._refused("authorization.refused", client_id, req.credential_id, e)
+            raise
+        if claims.authn.get("method") != "oauth2client":
+            return None
+        if not await self._ledger.spend(claims.jti, claims.credential_id, claims.expires_at, AuditEvent(
+                "authorization.extended", f"client:{client_id}", {"credentialID": claims.credential_id, "jti": claims.jti})):
+            e = SadReplayed()
+            await self._refused("authorization.refused", client_id, req.credential_id, e)
+            raise e
+        return await self.authorize_seal(client_id, req, owner=owner)
+
+    async def authorize_seal(self, client_id: str, req: AuthorizationRequest, *, owner: str | None = None) -> Grant:
         """CSC v2 §11.6 credentials/authorize, explicit mode with empty authData: the RSSP-managed
         seal authorization. The authenticated OAuth2 client *is* the seal creator's
         authentication; the SAD binds that client, the credential, its key version and the exact
         hashes."""
         try:
-            cred = await self._usable_credential(req.credential_id, seal_owner(client_id))
+            cred = await self._usable_credential(req.credential_id, owner or seal_owner(client_id))
+            if not cred.owner.startswith("client:"):
+                # A natural person's key is activated only by their wallet's approval (SCAL2).
+                raise CredentialUnusable("Invalid parameter credentialID", reason="requires_wallet_approval")
             self._check_authorization(req, cred)
             now = int(self._clock.now().timestamp())
             claims = SadClaims(
@@ -139,6 +177,55 @@ class SignatureActivationModule:
             "numSignatures": claims.num_signatures, "exp": claims.exp, "evidence": claims.evidence,
         }))
         return Grant(sad, self._lifetime, claims)
+
+    async def authorize_signer(self, evidence: WalletEvidence, auth: CredentialAuthorization) -> Grant:
+        """SCAL2 for natural persons: the wallet's KB-JWT covers the exact QES approval entry rqes
+        sent, which names exactly these digests; the presenting signer owns the credential. Only
+        then is a SAD minted, bound to the evidence."""
+        try:
+            verified = await self._verify_evidence(evidence, auth)
+            identity = signer_identity(verified.claims)
+            cred = await self._usable_credential(auth.credential_id, identity.owner)
+            self._check_authorization(AuthorizationRequest(
+                auth.credential_id, list(auth.hashes), auth.hash_algorithm, auth.num_signatures), cred)
+            now = int(self._clock.now().timestamp())
+            claims = SadClaims(
+                iss=self._issuer, aud=self._audience, sub=cred.owner, jti=new_jti(),
+                iat=now, nbf=now, exp=now + self._lifetime,
+                credential_id=cred.credential_id, key_version=cred.key_version,
+                hashes=tuple(b64url(h) for h in auth.hashes), hash_algorithm=auth.hash_algorithm,
+                num_signatures=auth.num_signatures, azp=auth.client_id,
+                authn={"method": "openid4vp", "vct": verified.vct, "amr": ["pid", "hwk"],
+                       "iat": int(verified.kb.get("iat", now))},
+                evidence=evidence.evidence_id,
+            )
+            sad = await self._signer.mint(claims)
+        except SamError as e:
+            await self._refused("authorization.refused", auth.client_id, auth.credential_id, e)
+            raise
+        await self._audit.append(AuditEvent("authorization.granted", claims.sub, {
+            "credentialID": claims.credential_id, "jti": claims.jti, "client_id": auth.client_id,
+            "hashes": list(claims.hashes), "hashAlgorithmOID": claims.hash_algorithm,
+            "numSignatures": claims.num_signatures, "exp": claims.exp, "evidence": claims.evidence,
+        }))
+        return Grant(sad, self._lifetime, claims)
+
+    async def _verify_evidence(self, evidence: WalletEvidence, auth: CredentialAuthorization, *, recheck: bool = False):  # noqa: ANN202
+        """Verify the presentation (at receipt time when re-checking stored evidence), the
+        transaction-data binding over the exact strings sent, and the approved content."""
+        if self._wallet_verifier is None:
+            raise SadInvalid("wallet_approval_not_configured")
+        from .sdjwt import check_transaction_data
+
+        verifier = self._wallet_verifier(evidence.received_at if recheck else None)
+        verified = await verifier.verify(evidence.presentation, audience=evidence.audience, nonce=evidence.nonce,
+                                         check_status=not recheck)
+        if verified.vct not in self._approval_vcts:
+            raise ApprovalRejected("approval_credential_not_allowed", "This credential type may not approve signatures")
+        entry = find_approval(evidence.transaction_data, evidence.dcql_ids)
+        check_transaction_data(verified.kb, evidence.transaction_data, [entry])
+        check_approval(entry, verified.kb, auth)
+        return verified
 
     def _check_authorization(self, req: AuthorizationRequest, cred: CredentialRecord) -> None:
         if not req.hashes:
@@ -172,6 +259,11 @@ class SignatureActivationModule:
             raise CredentialUnusable("Signing certificate is not yet valid", reason="certificate_not_yet_valid")
         return cred
 
+    def verify_sad(self, sad: str) -> SadClaims:
+        """Verify a SAD (signature, issuer, audience, lifetime) without spending it: for using a
+        credential token as a bearer token on credentials/info and for revocation."""
+        return self._verifier.verify(sad)
+
     # -- activation --------------------------------------------------------------------------------
     async def activate(self, sad: str, client_id: str, req: SignRequest) -> list[bytes]:
         """CSC v2 §11.9 signatures/signHash: verify the SAD against the request, spend it, sign."""
@@ -187,6 +279,8 @@ class SignatureActivationModule:
                 raise InvalidRequest(str(e), reason="bad_sign_algo") from None
             if not pss_salt_allowed(scheme, cred.key_type):
                 raise InvalidRequest("Invalid parameter signAlgoParams", reason="bad_sign_algo")
+            if claims.authn.get("method") == "openid4vp":
+                await self._recheck_evidence(claims)
         except SamError as e:
             await self._refused("signature.refused", client_id, req.credential_id, e)
             raise
@@ -207,6 +301,19 @@ class SignatureActivationModule:
                 "credentialID": claims.credential_id, "jti": claims.jti, "error": type(err).__name__,
             }))
             raise SigningFailed("The signature could not be created") from err
+
+    async def _recheck_evidence(self, claims: SadClaims) -> None:
+        """At signing, the wallet evidence behind the SAD is verified again, not only the SAD."""
+        if self._evidence is None:
+            raise SadInvalid("evidence_unavailable")
+        evidence = await self._evidence.load(claims.evidence)
+        if evidence is None:
+            raise SadInvalid("evidence_missing")
+        auth = CredentialAuthorization(claims.azp, claims.credential_id, tuple(claims.digests()),
+                                       claims.hash_algorithm, claims.num_signatures)
+        verified = await self._verify_evidence(evidence, auth, recheck=True)
+        if signer_identity(verified.claims).owner != claims.sub:
+            raise SadInvalid("evidence_other_signer")
 
     def _check_binding(self, claims: SadClaims, client_id: str, req: SignRequest) -> SignScheme:
         if not _same(claims.azp, client_id):

@@ -165,7 +165,7 @@ def make_server(engine: str, extra_env: dict[str, str] | None = None) -> Iterato
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RQES_") and k != "SOFTHSM2_CONF"}
     env.update({"RQES_DATA_DIR": str(data_dir), "RQES_PUBLIC_URL": f"http://127.0.0.1:{port}",
-                "RQES_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "RQES_DEMO": "1"})
+                "RQES_LOG_LEVEL": os.environ.get("RQES_TEST_LOG_LEVEL", "WARNING"), "PYTHONPATH": str(ROOT), "RQES_DEMO": "1"})
     admin_url = os.environ.get("RQES_TEST_DATABASE_URL", "")
     db_url = None
     if engine == "postgres":

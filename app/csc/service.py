@@ -21,7 +21,8 @@ from ..runtime import Runtime
 from ..store import StoredCredential
 from . import wire
 
-METHODS = ["info", "credentials/list", "credentials/info", "credentials/authorize", "signatures/signHash"]
+METHODS = ["info", "credentials/list", "credentials/info", "credentials/authorize", "credentials/authorizeCheck",
+           "credentials/extendTransaction", "signatures/signHash"]
 
 
 def _b64(der: bytes) -> str:
@@ -33,8 +34,9 @@ def _gtime(dt) -> str:  # noqa: ANN001
 
 
 class CscService:
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, verifier: Any = None) -> None:
         self._rt = rt
+        self._verifier = verifier
         self._issuing_der = rt.issuing_cert.public_bytes(serialization.Encoding.DER)
         self._root_der = rt.root_cert.public_bytes(serialization.Encoding.DER)
 
@@ -48,7 +50,7 @@ class CscService:
             "region": s.region,
             "lang": body.get("lang") if isinstance(body.get("lang"), str) else "en-US",
             "description": "rqes remote qualified signature and seal service (SCAL2, keys in a PKCS#11 HSM)",
-            "authType": ["oauth2client"],
+            "authType": ["oauth2client", "oauth2code"],
             "oauth2": s.issuer,
             "asynchronousOperationMode": False,
             "methods": METHODS,
@@ -69,7 +71,10 @@ class CscService:
         cert_info = wire.opt_bool(body, "certInfo")
         auth_info = wire.opt_bool(body, "authInfo")
         only_valid = wire.opt_bool(body, "onlyValid")
-        creds = await self._rt.credentials.list(seal_owner(who.client_id))
+        if who.is_credential_token:
+            raise ProtocolError("invalid_token", "credentials/list needs a service access token", 401,
+                                www_authenticate='Bearer realm="rqes", error="invalid_token"')
+        creds = await self._rt.credentials.list(who.subject)
         if only_valid:
             now = self._rt.clock.now()
             creds = [c for c in creds if c.status == "enabled" and c.not_after and c.not_before and c.not_before <= now <= c.not_after]
@@ -83,7 +88,9 @@ class CscService:
 
     async def _own_credential(self, who: Principal, credential_id: str) -> StoredCredential:
         cred = await self._rt.credentials.load(credential_id)
-        if cred is None or cred.status == "deleted" or not hmac.compare_digest(cred.owner, seal_owner(who.client_id)):
+        if cred is None or cred.status == "deleted" or not hmac.compare_digest(cred.owner.encode(), who.subject.encode()):
+            raise invalid_request("Invalid parameter credentialID")
+        if who.is_credential_token and who.credential_id != credential_id:
             raise invalid_request("Invalid parameter credentialID")
         return cred
 
@@ -133,40 +140,116 @@ class CscService:
             "lang": "en-US",
         }
         if auth_info:
-            # RSSP-managed seal authorization: explicit mode, no authentication objects (authData: []).
-            out["auth"] = {"mode": "explicit", "expression": None, "objects": []}
+            if c.kind == "seal":
+                # RSSP-managed seal authorization: explicit mode, no authentication objects (authData: []).
+                out["auth"] = {"mode": "explicit", "expression": None, "objects": []}
+            else:
+                # Signers approve in their wallet: OAuth2 code flow (asynchronous explicit mode also offered).
+                out["auth"] = {"mode": "oauth2code", "expression": None, "objects": None}
         return out
 
-    async def credentials_authorize(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
-        """CSC v2 §11.6 credentials/authorize, explicit mode with empty authData (seals)."""
+    def _parse_authorization(self, body: dict[str, Any]) -> tuple[str, int, list[bytes], str, str | None]:
+        credential_id = wire.req_str(body, "credentialID")
+        num = wire.req_int(body, "numSignatures")
+        hashes = wire.hashes_param(body, self._rt.settings.max_hashes)
+        hash_algo = wire.opt_str(body, "hashAlgorithmOID", "hashAlgo")
+        if hash_algo is None and "hashes" not in body:
+            # CSC v1 authorize (pyHanko's format_csc_auth_request) names no algorithm: SHA-2 by length.
+            hash_algo = wire.hash_oid_for_length(hashes)
+        if hash_algo is None:
+            raise invalid_request("Missing (or invalid type) string parameter hashAlgorithmOID")
+        description = wire.opt_str(body, "description")
+        if description is not None and len(description) > 500:
+            raise invalid_request("Invalid parameter description")
+        return credential_id, num, hashes, hash_algo, description
+
+    async def credentials_authorize(self, who: Principal, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """CSC v2 §11.6 credentials/authorize, explicit mode. Seals: RSSP-managed (empty authData),
+        answered at once. Signer credentials: the wallet approves asynchronously (202 + handle)."""
         try:
-            credential_id = wire.req_str(body, "credentialID")
-            num = wire.req_int(body, "numSignatures")
-            hashes = wire.hashes_param(body, self._rt.settings.max_hashes)
-            hash_algo = wire.opt_str(body, "hashAlgorithmOID", "hashAlgo")
-            if hash_algo is None and "hashes" not in body:
-                # CSC v1 authorize (pyHanko's format_csc_auth_request) names no algorithm: SHA-2 by length.
-                hash_algo = wire.hash_oid_for_length(hashes)
-            if hash_algo is None:
-                raise invalid_request("Missing (or invalid type) string parameter hashAlgorithmOID")
+            credential_id, num, hashes, hash_algo, description = self._parse_authorization(body)
             auth_data = body.get("authData", [])
             if auth_data not in (None, []) or body.get("PIN") or body.get("OTP"):
-                raise ProtocolError("invalid_authentication_data", "Seal credentials take no authentication data (authData must be empty)")
-            description = wire.opt_str(body, "description")
-            if description is not None and len(description) > 500:
-                raise invalid_request("Invalid parameter description")
+                raise ProtocolError("invalid_authentication_data", "rqes takes no authentication data (authData must be empty)")
+            cred = await self._rt.credentials.load(credential_id)
         except ProtocolError as e:
             await self._refusal("authorization.refused", who, body, e)
             raise
+        if cred is not None and cred.kind == "signature" and cred.owner == who.subject and cred.status != "deleted":
+            return await self._start_wallet_approval(who, credential_id, num, hashes, hash_algo, description), 202
         grant = await self._rt.sam.authorize_seal(who.client_id, AuthorizationRequest(
-            credential_id=credential_id, hashes=hashes, hash_algorithm=hash_algo, num_signatures=num, description=description))
-        return {"SAD": grant.sad, "expiresIn": grant.expires_in}
+            credential_id=credential_id, hashes=hashes, hash_algorithm=hash_algo, num_signatures=num, description=description),
+            owner=who.subject)
+        return {"SAD": grant.sad, "expiresIn": grant.expires_in}, 200
+
+    async def _start_wallet_approval(self, who: Principal, credential_id: str, num: int, hashes: list[bytes],
+                                     hash_algo: str, description: str | None) -> dict[str, Any]:
+        verifier = self._verifier
+        if verifier is None:
+            raise ProtocolError("temporarily_unavailable", "Wallet approvals are off: no trusted PID issuer", 503)
+        from sam.approval import CredentialAuthorization, approval_entry
+
+        from ..oauth.authorization import b64url
+
+        label = (description or "Document")[:200]
+        auth = CredentialAuthorization(who.client_id, credential_id, tuple(hashes), hash_algo, num,
+                                       tuple(f"{label} ({i + 1})" if len(hashes) > 1 else label for i in range(len(hashes))))
+        legacy = self._rt.settings.qes_approval_type == "qes_authorization"
+        ctx = {"client_id": who.client_id, "subject": who.subject, "mode": "async", "credential": {
+            "credentialID": credential_id, "hashes": [b64url(h) for h in hashes], "hashAlgorithmOID": hash_algo,
+            "numSignatures": num, "labels": list(auth.labels)}}
+        t = await verifier.start(purpose="authorize", flow="cross-device", response_mode="direct_post.jwt",
+                                 transaction_data=[approval_entry(auth, legacy=legacy)], context=ctx)
+        return {"handle": t.id, "approvalURI": verifier.invocation_uri(t),
+                "approvalPage": f"{self._rt.settings.issuer}/csc/approve/{t.id}"}
+
+    async def authorize_check(self, who: Principal, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """CSC v2 §11.7 credentials/authorizeCheck: 202 while the wallet has not answered; the SAD
+        once (it is handed out a single time)."""
+        handle = wire.req_str(body, "handle")
+        verifier = self._verifier
+        t = await verifier.txns.by_id(handle) if verifier is not None else None
+        if (t is None or t.context.get("mode") != "async"
+                or not hmac.compare_digest(str(t.context.get("client_id")).encode(), who.client_id.encode())
+                or not hmac.compare_digest(str(t.context.get("subject")).encode(), who.subject.encode())):
+            raise invalid_request("Invalid parameter handle")
+        st = await verifier.status(handle)
+        if st["status"] == "pending":
+            return {"handle": handle}, 202
+        if st["status"] == "expired":
+            raise ProtocolError("invalid_authentication_data", "The wallet approval expired")
+        if st["status"] == "failed":
+            desc = (st.get("result") or {}).get("error_description", "The wallet approval failed")
+            raise ProtocolError("invalid_authentication_data", desc)
+        result = await verifier.txns.take_result(t.request_id)
+        if not result or "SAD" not in result:
+            raise invalid_request("Invalid parameter handle")
+        return {"SAD": result["SAD"], "expiresIn": result["expiresIn"]}, 200
+
+    async def extend_transaction(self, who: Principal, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """CSC v2 §11.8 credentials/extendTransaction: new hashes under the current, unexpired SAD.
+        Seals get a new SAD at once (and the old one is spent); signers approve the new digests in
+        the wallet (202 + handle), because SCAL2 binds every digest to the signer's approval."""
+        try:
+            credential_id, _, hashes, hash_algo, description = self._parse_authorization({**body, "numSignatures": 1})
+            sad = wire.req_str(body, "SAD")
+        except ProtocolError as e:
+            await self._refusal("authorization.refused", who, body, e)
+            raise
+        grant = await self._rt.sam.extend(sad, who.client_id, AuthorizationRequest(
+            credential_id=credential_id, hashes=hashes, hash_algorithm=hash_algo, num_signatures=len(hashes),
+            description=description), owner=who.subject)
+        if grant is None:
+            return await self._start_wallet_approval(who, credential_id, len(hashes), hashes, hash_algo, description), 202
+        return {"SAD": grant.sad, "expiresIn": grant.expires_in}, 200
 
     async def sign_hash(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
         """CSC v2 §11.9 signatures/signHash (v2 names, and pyHanko's v1 ``hash``/``hashAlgo``)."""
         try:
             credential_id = wire.req_str(body, "credentialID")
-            sad = wire.req_str(body, "SAD")
+            sad = body.get("SAD") if isinstance(body.get("SAD"), str) and body.get("SAD") else who.sad
+            if not sad:
+                raise invalid_request("Missing (or invalid type) string parameter SAD")
             hashes = wire.hashes_param(body, self._rt.settings.max_hashes)
             hash_algo = wire.opt_str(body, "hashAlgorithmOID", "hashAlgo") or None
             sign_algo = wire.req_str(body, "signAlgo")

@@ -41,11 +41,21 @@ def invalid_client(description: str, *, basic: bool) -> ProtocolError:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling the CSC API, as proved by a verified access token."""
+    """Who is calling the CSC API, as proved by a verified token.
+
+    ``subject`` owns credentials: ``client:<id>`` (seals, client credentials) or ``signer:<id>``.
+    A credential token (the SAD as bearer) sets ``sad`` and ``credential_id``."""
 
     client_id: str
     scope: tuple[str, ...]
     jti: str
+    subject: str = ""
+    sad: str | None = None
+    credential_id: str | None = None
+
+    @property
+    def is_credential_token(self) -> bool:
+        return self.sad is not None
 
 
 class ClientAuthenticator:
@@ -117,11 +127,13 @@ class TokenService:
     """Issues and verifies access tokens; the signing key never leaves the HSM."""
 
     def __init__(self, *, keys: KeyStore, label: str, key_type: KeyType, kid: str, public_key_der: bytes,
-                 issuer: str, lifetime: int, clock: Clock, clients: ClientRepo, audit: AuditLog, skew: int) -> None:
+                 issuer: str, lifetime: int, clock: Clock, clients: ClientRepo, audit: AuditLog, skew: int,
+                 engine: Any = None) -> None:
         self._keys, self._label, self._key_type, self._kid = keys, label, key_type, kid
         self._verifier = JwsVerifier(public_key_der, key_type, kid, ACCESS_TOKEN_TYP)
         self._issuer, self._lifetime, self._clock = issuer, lifetime, clock
         self._clients, self._audit, self._skew = clients, audit, skew
+        self._engine = engine
 
     async def client_credentials(self, client: Client, method: str, form: Mapping[str, str]) -> dict[str, Any]:
         """RFC 6749 §4.4.2–4.4.3."""
@@ -131,16 +143,52 @@ class TokenService:
         scopes = scope_to_list(scope) or []
         if any(s not in SUPPORTED_SCOPES for s in scopes):
             raise ProtocolError("invalid_scope", "Only scope=service is granted with client_credentials")
+        return await self.issue(client, f"client:{client.client_id}", " ".join(scopes), grant_type="client_credentials", auth=method)
+
+    async def issue(self, client: Client, subject: str, scope: str, *, grant_type: str, auth: str | None = None) -> dict[str, Any]:
+        """A service access token (RFC 9068 at+jwt) for ``subject``, signed in the HSM."""
         now = int(self._clock.now().timestamp())
         jti = new_jti()
         payload = {
-            "iss": self._issuer, "sub": client.client_id, "aud": self._issuer, "client_id": client.client_id,
-            "scope": " ".join(scopes), "iat": now, "exp": now + self._lifetime, "jti": jti,
+            "iss": self._issuer, "sub": subject, "aud": self._issuer, "client_id": client.client_id,
+            "scope": scope, "iat": now, "exp": now + self._lifetime, "jti": jti,
         }
         token = await sign_compact(self._keys, self._label, self._key_type, {"typ": ACCESS_TOKEN_TYP, "kid": self._kid}, payload)
-        await self._audit.append(AuditEvent("token.issued", f"client:{client.client_id}", {
-            "grant_type": "client_credentials", "scope": payload["scope"], "jti": jti, "auth": method, "exp": payload["exp"]}))
-        return {"access_token": token, "token_type": "Bearer", "expires_in": self._lifetime, "scope": payload["scope"]}
+        data = {"grant_type": grant_type, "scope": scope, "jti": jti, "exp": payload["exp"], "client_id": client.client_id}
+        if auth:
+            data["auth"] = auth
+        await self._audit.append(AuditEvent("token.issued", subject, data))
+        return {"access_token": token, "token_type": "Bearer", "expires_in": self._lifetime, "scope": scope}
+
+    async def revoke(self, token: str, client: Client) -> None:
+        """RFC 7009 for access tokens: remember the jti until the token would have expired."""
+        try:
+            claims = self._verifier.verify(token)
+        except ValueError:
+            return
+        if claims.get("client_id") != client.client_id or not isinstance(claims.get("jti"), str):
+            return
+        from sqlalchemy import insert
+        from sqlalchemy.exc import IntegrityError
+
+        from ..store import schema
+
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(schema.revoked_tokens).values(
+                    jti=claims["jti"], expires_at=datetime.fromtimestamp(int(claims.get("exp", 0)), timezone.utc)))
+                await self._audit.append_in(conn, AuditEvent("token.revoked", str(claims.get("sub")), {
+                    "type": "access_token", "jti": claims["jti"]}))
+        except IntegrityError:
+            pass
+
+    async def _revoked(self, jti: str) -> bool:
+        from sqlalchemy import select
+
+        from ..store import schema
+
+        async with self._engine.connect() as conn:
+            return (await conn.execute(select(schema.revoked_tokens.c.jti).where(schema.revoked_tokens.c.jti == jti))).first() is not None
 
     async def verify(self, token: str) -> Principal:
         """RFC 6750: verify signature, issuer, lifetime, then that the client is still active."""
@@ -154,7 +202,15 @@ class TokenService:
                 or now >= exp + self._skew or iat > now + self._skew or not isinstance(client_id, str)):
             raise invalid_token()
         client = await self._clients.get(client_id)
-        if client is None or client.status != "active" or not hmac.compare_digest(claims.get("sub", ""), client_id):
+        sub = claims.get("sub")
+        if client is None or client.status != "active" or not isinstance(sub, str):
+            raise invalid_token()
+        if sub.startswith("client:") and not hmac.compare_digest(sub.encode(), f"client:{client_id}".encode()):
+            raise invalid_token()
+        if not sub.startswith(("client:", "signer:")):
+            raise invalid_token()
+        jti = str(claims.get("jti", ""))
+        if await self._revoked(jti):
             raise invalid_token()
         scope = claims.get("scope", "")
-        return Principal(client_id, tuple(scope.split()) if isinstance(scope, str) else (), str(claims.get("jti", "")))
+        return Principal(client_id, tuple(scope.split()) if isinstance(scope, str) else (), jti, subject=sub)

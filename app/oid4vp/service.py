@@ -25,6 +25,7 @@ from jwcrypto import jwe, jwk
 from jwcrypto.common import JWException
 
 from hsm.jws import sign_compact
+from sam.approval import WalletEvidence
 from sam.errors import SamError
 from sam.ports import AuditEvent
 from sam.sdjwt import PresentationRejected, SdJwtVcVerifier, VerifiedPresentation, check_transaction_data
@@ -41,7 +42,7 @@ TXN_LIFETIME = timedelta(minutes=5)
 ENC_VALUES = ["A128GCM", "A256GCM"]
 MAX_RESPONSE_BYTES = 256 * 1024
 
-Handler = Callable[[Transaction, VerifiedPresentation, str], Awaitable[dict[str, Any]]]
+Handler = Callable[[Transaction, "VerifiedPresentation | None", WalletEvidence], Awaitable[dict[str, Any]]]
 
 
 def b64url(data: bytes) -> str:
@@ -91,7 +92,7 @@ class VerifierService:
         self._rt = rt
         self._sdjwt = verifier
         self.txns = TransactionRepo(rt.engine)
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[str, tuple[Handler, bool]] = {}
         leaf = rt.verifier_cert.public_bytes(serialization.Encoding.DER)
         issuing = rt.issuing_cert.public_bytes(serialization.Encoding.DER)
         self._x5c = [base64.b64encode(leaf).decode(), base64.b64encode(issuing).decode()]
@@ -102,8 +103,10 @@ class VerifierService:
 
             self.client_id = "x509_san_dns:" + (urlsplit(rt.settings.public_url).hostname or "localhost")
 
-    def on(self, purpose: str, handler: Handler) -> None:
-        self._handlers[purpose] = handler
+    def on(self, purpose: str, handler: Handler, *, verify: bool = True) -> None:
+        """Register what a verified response does; ``verify=False`` hands the raw evidence on
+        (the SAM verifies signature approvals itself)."""
+        self._handlers[purpose] = (handler, verify)
 
     @property
     def base(self) -> str:
@@ -219,16 +222,19 @@ class VerifierService:
         if not hmac.compare_digest(str(params.get("state", "")).encode(), t.state.encode()):
             raise wallet_error("invalid_request", "state does not match the request")
         presentation = self._pid_presentation(params.get("vp_token"))
-        verified = await self._sdjwt.verify(presentation, audience=t.client_id, nonce=t.nonce)
-        if t.transaction_data:
-            check_transaction_data(verified.kb, t.transaction_data, t.transaction_data)
-        evidence_id = await self._store_evidence(t, presentation)
-        handler = self._handlers[t.purpose]
-        result = await handler(t, verified, evidence_id)
+        handler, verify_here = self._handlers[t.purpose]
+        verified = None
+        if verify_here:  # authentication and enrollment; signature approvals are verified by the SAM itself
+            verified = await self._sdjwt.verify(presentation, audience=t.client_id, nonce=t.nonce)
+            if t.transaction_data:
+                check_transaction_data(verified.kb, t.transaction_data, t.transaction_data)
+        evidence = await self._store_evidence(t, presentation)
+        result = await handler(t, verified, evidence)
         code = secrets.token_urlsafe(24) if t.flow == "same-device" else None
         await self.txns.finish(t.request_id, "done", result, response_code=code)
         if code:
-            return {"redirect_uri": f"{self.base}/{t.purpose}/done?response_code={code}"}
+            done = "oauth2/authorize/done" if t.purpose in ("authorize", "login") else "enroll/done"
+            return {"redirect_uri": f"{self.base}/{done}?response_code={code}"}
         return {}
 
     @staticmethod
@@ -245,25 +251,16 @@ class VerifierService:
             raise wallet_error("invalid_request", "vp_token.pid must hold exactly one presentation")
         return items[0]
 
-    async def _store_evidence(self, t: Transaction, presentation: str) -> str:
+    async def _store_evidence(self, t: Transaction, presentation: str) -> WalletEvidence:
         """Keep what a later offline check needs: the presentation, the exact transaction data,
-        the nonce and the client_id it was bound to."""
-        from datetime import datetime, timezone
-
-        from sqlalchemy import insert
-        from sqlalchemy.exc import IntegrityError
-
-        content = json.dumps({"kind": "openid4vp", "presentation": presentation, "transaction_data": t.transaction_data,
-                              "nonce": t.nonce, "client_id": t.client_id, "purpose": t.purpose},
-                             sort_keys=True, separators=(",", ":"))
-        evidence_id = b64url(hashlib.sha256(content.encode()).digest())
-        try:
-            async with self._rt.engine.begin() as conn:
-                await conn.execute(insert(schema.evidence).values(
-                    evidence_id=evidence_id, kind="openid4vp", content=content, created_at=datetime.now(timezone.utc)))
-        except IntegrityError:
-            pass  # the same evidence twice is the same evidence
-        return evidence_id
+        the nonce and client_id it was bound to, the DCQL ids and when it arrived."""
+        received = self._rt.clock.now()
+        data = {"kind": "openid4vp", "presentation": presentation, "transaction_data": t.transaction_data,
+                "nonce": t.nonce, "client_id": t.client_id, "purpose": t.purpose,
+                "dcql_ids": [c["id"] for c in t.dcql.get("credentials", [])], "received_at": received.isoformat()}
+        eid = await self._rt.evidence.store(data)
+        return WalletEvidence(eid, presentation, tuple(t.transaction_data), t.nonce, t.client_id,
+                              tuple(data["dcql_ids"]), received)
 
     async def status(self, tid: str) -> dict[str, Any]:
         t = await self.txns.by_id(tid)

@@ -104,3 +104,13 @@ class TransactionRepo:
             if res.rowcount != 1 or _aware(r.expires_at) <= now:
                 return None
         return _row(r)
+
+    async def take_result(self, rid: str) -> dict[str, Any] | None:
+        """Hand a result (e.g. an asynchronous SAD) out once: read and erase in one transaction."""
+        async with self._engine.begin() as conn:
+            res = await conn.execute(update(T).where(T.c.request_id == rid, T.c.status == "done").values(status="collected"))
+            if res.rowcount != 1:
+                return None
+            r = (await conn.execute(select(T.c.result).where(T.c.request_id == rid))).first()
+            await conn.execute(update(T).where(T.c.request_id == rid).values(result={"collected": True}))
+        return None if r is None else r.result

@@ -31,7 +31,12 @@ async def _v2(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda c: schema.metadata.create_all(c, tables=tables))
 
 
-MIGRATIONS: list[tuple[int, Callable[[AsyncConnection], Awaitable[None]]]] = [(1, _v1), (2, _v2)]
+async def _v3(conn: AsyncConnection) -> None:
+    tables = [schema.par_requests, schema.authorization_codes, schema.refresh_tokens, schema.revoked_tokens]
+    await conn.run_sync(lambda c: schema.metadata.create_all(c, tables=tables))
+
+
+MIGRATIONS: list[tuple[int, Callable[[AsyncConnection], Awaitable[None]]]] = [(1, _v1), (2, _v2), (3, _v3)]
 LATEST = MIGRATIONS[-1][0]
 
 

@@ -135,3 +135,42 @@ evidence = Table(
     Column("content", Text, nullable=False),  # presentation, transaction data, nonce, client_id: re-verifiable offline
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# -- version 3: OAuth2 authorization server (PAR, codes, refresh tokens, revocation) -----------------
+par_requests = Table(
+    "oauth_par_requests", metadata,
+    Column("request_uri", String(128), primary_key=True),
+    Column("client_id", String(128), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used", Boolean, nullable=False),
+)
+
+authorization_codes = Table(
+    "oauth_authorization_codes", metadata,
+    Column("code_hash", String(64), primary_key=True),  # SHA-256 of the code: the code itself is never stored
+    Column("client_id", String(128), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("scope", String(32), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("grant", JSON, nullable=False),  # the SAD (credential scope) or nothing (service scope); cleared on use
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used", Boolean, nullable=False),
+)
+
+refresh_tokens = Table(
+    "oauth_refresh_tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("client_id", String(128), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("scope", String(32), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked", Boolean, nullable=False),
+)
+
+revoked_tokens = Table(
+    "oauth_revoked_tokens", metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)

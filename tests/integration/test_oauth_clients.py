@@ -128,7 +128,8 @@ def test_metadata(server: Server) -> None:
     m = httpx.get(f"{server.base_url}/.well-known/oauth-authorization-server").json()
     assert m["issuer"] == server.base_url
     assert m["token_endpoint"] == f"{server.base_url}/oauth2/token"
-    assert set(m["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post", "private_key_jwt"}
+    assert set(m["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post", "private_key_jwt", "none"}
+    assert m["code_challenge_methods_supported"] == ["S256"] and m["pushed_authorization_request_endpoint"].endswith("/oauth2/pushed_authorize")
     assert "client_credentials" in m["grant_types_supported"]
 
 
