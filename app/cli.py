@@ -161,6 +161,37 @@ def cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_with_runtime(settings, run))
 
 
+async def _verify_evidence(rt: Any, rep: Any) -> int:
+    """Every wallet-approved signature in the log must trace to a wallet signature over its hash."""
+    import base64
+
+    from sam import SamError
+    from .store.audit import tail
+
+    records = await tail(rt.engine, 10**9, "signature.activated")
+    traced = seals = 0
+    bad: list[str] = []
+    for r in records:
+        d = r["data"]
+        if str(d.get("evidence", "")).startswith("oauth2client:"):
+            seals += 1
+            continue
+        digests = [base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)) for h in d["hashes"]]
+        try:
+            await rt.sam.trace(d["evidence"], d["sub"], d["credentialID"], digests, d["hashAlgorithmOID"])
+            traced += 1
+        except SamError as e:
+            bad.append(f"record {r['seq']}: {e.description} ({e.reason})")
+    if bad:
+        print(f"audit log chain OK, but {len(bad)} signature(s) do not trace to wallet evidence:", file=sys.stderr)
+        for line in bad[:20]:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    print(f"audit log OK: {rep.records} records, {rep.checkpoints} signed checkpoints; "
+          f"{traced} wallet-approved signatures traced to their evidence, {seals} seal activations")
+    return 0
+
+
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     from .store import verify_chain
 
@@ -175,6 +206,8 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
             _print({"checkpoint": seq})
             return 0
         rep = await verify_chain(rt.engine, rt.verify_checkpoint)
+        if rep.ok and args.evidence:
+            return await _verify_evidence(rt, rep)
         if rep.ok:
             print(f"audit log OK: {rep.records} records, {rep.checkpoints} signed checkpoints")
             return 0
@@ -228,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("credential_id")
     au = sub.add_parser("audit", help="audit log")
     ausub = au.add_subparsers(dest="action", required=True)
-    ausub.add_parser("verify", help="re-check the hash chain and the signed checkpoints")
+    av = ausub.add_parser("verify", help="re-check the hash chain and the signed checkpoints")
+    av.add_argument("--evidence", action="store_true",
+                    help="also re-verify, offline, that every signature traces to a wallet signature over its hash")
     ausub.add_parser("checkpoint", help="sign a checkpoint over the current head")
     at = ausub.add_parser("tail", help="print the last records as JSON")
     at.add_argument("-n", type=int, default=20)

@@ -304,15 +304,21 @@ class SignatureActivationModule:
 
     async def _recheck_evidence(self, claims: SadClaims) -> None:
         """At signing, the wallet evidence behind the SAD is verified again, not only the SAD."""
+        await self.trace(claims.evidence, claims.sub, claims.credential_id, claims.digests(), claims.hash_algorithm)
+
+    async def trace(self, evidence_id: str, sub: str, credential_id: str, digests: list[bytes], hash_algorithm: str) -> None:
+        """Offline proof that a signature traces to a wallet signature over its exact hashes:
+        the stored evidence still hashes to its id, the presentation and KB-JWT verify as of
+        receipt, the KB-JWT covers the approval entry, the entry names these digests, and the
+        presenting person is ``sub``. Used at signHash and by ``rqes audit verify --evidence``."""
         if self._evidence is None:
             raise SadInvalid("evidence_unavailable")
-        evidence = await self._evidence.load(claims.evidence)
+        evidence = await self._evidence.load(evidence_id)
         if evidence is None:
             raise SadInvalid("evidence_missing")
-        auth = CredentialAuthorization(claims.azp, claims.credential_id, tuple(claims.digests()),
-                                       claims.hash_algorithm, claims.num_signatures)
+        auth = CredentialAuthorization("", credential_id, tuple(digests), hash_algorithm, len(digests))
         verified = await self._verify_evidence(evidence, auth, recheck=True)
-        if signer_identity(verified.claims).owner != claims.sub:
+        if signer_identity(verified.claims).owner != sub:
             raise SadInvalid("evidence_other_signer")
 
     def _check_binding(self, claims: SadClaims, client_id: str, req: SignRequest) -> SignScheme:
