@@ -43,6 +43,9 @@ test: deps /usr/bin/chromium
 test-unit: deps
 	$(BIN)/python -m pytest -q tests/unit
 
+demo: deps
+	$(BIN)/python -m demo.run
+
 bench: deps
 	$(BIN)/python -m bench.run
 

@@ -146,6 +146,22 @@ def _form(request: Request, raw: bytes) -> dict[str, str]:
 @post("/oauth2/token", status_code=200, tags=["OAuth2"], summary="Token endpoint (RFC 6749 §3.2)")
 async def oauth_token(request: Request, state: State) -> Response[dict[str, Any]]:
     form = _form(request, await request.body())
+    try:
+        return await _token(request, state, form)
+    except ProtocolError as e:
+        await audit_refusal(state, "token.refused", form, e)
+        raise
+
+
+async def audit_refusal(state: State, kind: str, params: dict[str, str], e: ProtocolError) -> None:
+    """Refusals on the OAuth2 endpoints are audited (never the secrets or the codes themselves)."""
+    from sam.ports import AuditEvent
+
+    await state.runtime.audit.append(AuditEvent(kind, f"client:{str(params.get('client_id', ''))[:128]}", {
+        "grant_type": str(params.get("grant_type", ""))[:64], "error": e.error, "reason": e.description[:200]}))
+
+
+async def _token(request: Request, state: State, form: dict[str, str]) -> Response[dict[str, Any]]:
     grant = form.get("grant_type")
     if not grant:
         raise invalid_request("Missing parameter grant_type")

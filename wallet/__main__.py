@@ -1,4 +1,4 @@
-"""``python -m wallet``: the reference wallet and the test PID issuer from the command line.
+"""``python -m wallet``: the reference wallet, the test PID issuer and a signing client (``sign``) from the command line.
 
 Human-readable review text goes to stderr, machine-readable JSON results to stdout. Any failure
 prints one ``error: ...`` line and exits non-zero.
@@ -7,7 +7,9 @@ prints one ``error: ...`` line and exits non-zero.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +23,8 @@ from ._statuslist import STATUS_NAMES
 from .errors import VerifierUnreachable, WalletError
 from .holder import HTTP_TIMEOUT, AuthorizationRequest, Outcome, Wallet, approve, describe_text
 from .issuer import DEFAULT_ISSUER_URL, DEFAULT_PORT, DEFAULT_STATE_DIR, PidAttributes, PidIssuer, make_status_server
+
+DEFAULT_REDIRECT_URI = "http://127.0.0.1/callback"  # wallet.client.DEFAULT_REDIRECT_URI (imported lazily)
 
 # rqes same-device enrollment entry point (app/oid4vp/routes.py); answers {"uri": "openid4vp://...", ...}.
 ENROLL_START_PATH = "/enroll/start?flow=same-device"
@@ -123,6 +127,49 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return _finish(outcome, final_only=True)
 
 
+def cmd_sign(args: argparse.Namespace) -> int:
+    # pyHanko and aiohttp load only for this subcommand.
+    from .client import ClientError, RqesClient, check_pdf, choose_credential, sign_pdf, validate_pdf
+
+    wallet = Wallet.load(args.wallet)
+    src = Path(args.pdf)
+    pdf = src.read_bytes()
+    check_pdf(pdf)
+    anchors = _anchors(args.verifier_ca)
+    confirm = _confirm(args.yes)
+
+    async def run() -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as http:
+            rqes = RqesClient(args.server, args.client_id, http=http, client_secret=args.client_secret,
+                              redirect_uri=args.redirect_uri)
+            roots = anchors or await rqes.root_ca()
+            print(f"Signing in to {rqes.server} with the wallet (scope=service)...", file=sys.stderr)
+            service = await rqes.service_login(wallet, trust_anchors=roots, confirm=confirm)
+            credential_id = choose_credential(await rqes.list_credentials(service.access_token), args.credential_id)
+            print(f"Signing {src.name} with credential {credential_id} (scope=credential)...", file=sys.stderr)
+            signed, _ = await sign_pdf(rqes, wallet, pdf, credential_id=credential_id,
+                                       service_token=service.access_token, label=src.name, trust_anchors=roots,
+                                       confirm=confirm)
+        out = Path(args.out)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(signed)
+        tmp.replace(out)
+        summary = await validate_pdf(signed, roots)
+        result = {"out": str(out.resolve()), "credentialID": credential_id, "intact": summary.intact,
+                  "valid": summary.valid, "trusted": summary.trusted, "signer": summary.signer}
+        if args.report:
+            Path(args.report).write_text(summary.report)
+            result["report"] = str(Path(args.report).resolve())
+        _emit(result)
+        if not (summary.intact and summary.valid and summary.trusted):
+            raise ClientError("the signed PDF does not validate as intact, valid and trusted "
+                              f"(intact={summary.intact}, valid={summary.valid}, trusted={summary.trusted})")
+        return result
+
+    asyncio.run(run())
+    return 0
+
+
 def cmd_issuer_serve(args: argparse.Namespace) -> int:
     issuer = PidIssuer(args.state_dir, issuer_url=args.issuer_url)
     try:
@@ -183,6 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--yes", action="store_true", help="approve without asking")
     sp.add_argument("--verifier-ca", help="PEM trust anchor(s) for the verifier's x5c chain")
     sp.set_defaults(func=cmd_enroll)
+
+    sp = sub.add_parser("sign", help="sign a PDF through rqes (OAuth2 + CSC v2), approving with the wallet")
+    sp.add_argument("--wallet", required=True)
+    sp.add_argument("--server", required=True, help="rqes base URL, e.g. http://127.0.0.1:8080")
+    sp.add_argument("--client-id", required=True, help="the OAuth2 client (signature creation application)")
+    sp.add_argument("--client-secret", help="for a confidential client (HTTP Basic); omit for a public client")
+    sp.add_argument("--redirect-uri", default=DEFAULT_REDIRECT_URI, help="registered redirect URI (default %(default)s)")
+    sp.add_argument("pdf", metavar="IN.pdf")
+    sp.add_argument("--out", required=True, metavar="OUT.pdf")
+    sp.add_argument("--credential-id", help="default: the signer's first enabled credential")
+    sp.add_argument("--verifier-ca", help="PEM root CA of rqes: trust anchor for the wallet and for validation "
+                                          "(default: fetched from <server>/pki/root.pem)")
+    sp.add_argument("--report", metavar="FILE", help="also write pyHanko's validation report there")
+    sp.add_argument("--yes", action="store_true", help="approve without asking")
+    sp.set_defaults(func=cmd_sign)
 
     ip = sub.add_parser("pid-issuer", help="run or administer the test PID issuer")
     isub = ip.add_subparsers(dest="issuer_command", required=True)

@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from litestar.response import Redirect
 
 from ..errors import ProtocolError, invalid_request
-from ..routes import NO_STORE, _form
+from ..routes import NO_STORE, _form, audit_refusal
 from .authorization import AuthorizationServer, RedirectError
 
 SESSION_COOKIE = "rqes_txn"
@@ -32,7 +32,11 @@ def _verifier(state: State) -> Any:
 @post("/oauth2/pushed_authorize", status_code=201, tags=["OAuth2"], summary="Pushed authorization request (RFC 9126)")
 async def pushed_authorize(request: Request, state: State) -> Response[dict[str, Any]]:
     form = _form(request, await request.body())
-    return Response(await _as(state).pushed_authorize(form, request.headers), status_code=201, headers=NO_STORE)
+    try:
+        return Response(await _as(state).pushed_authorize(form, request.headers), status_code=201, headers=NO_STORE)
+    except ProtocolError as e:
+        await audit_refusal(state, "authorization.refused", form, e)
+        raise
 
 
 PAGE = """<!doctype html>
@@ -74,9 +78,16 @@ async def authorize(request: Request, state: State) -> Response[Any]:
     try:
         req = await srv.authorize(query)
         v = _verifier(state)
-        t = await srv.start(req, v, flow="same-device")
+        # A browser may get the wallet on the same device (response_code back in this session);
+        # an API client (JSON) polls the status URL instead: cross-device.
+        wants_json = "application/json" in request.headers.get("accept", "")
+        t = await srv.start(req, v, flow="cross-device" if wants_json else "same-device")
     except RedirectError as e:
+        await audit_refusal(state, "authorization.refused", query, ProtocolError("invalid_request", str(e)))
         return Redirect(e.location, status_code=302)
+    except ProtocolError as e:
+        await audit_refusal(state, "authorization.refused", query, e)
+        raise
     uri = v.invocation_uri(t)
     status_url = f"{v.base}/oauth2/authorize/status/{t.id}"
     if "application/json" in request.headers.get("accept", ""):

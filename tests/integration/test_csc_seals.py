@@ -409,3 +409,17 @@ def test_rejects_expired_sad(short_sad_server: Server) -> None:
     time.sleep(2.2)
     assert_error(sign(short_sad_server, seal, r.json()["SAD"], h), 400, "invalid_request", "SAD expired")
     assert last_refusal(short_sad_server)["data"]["reason"] == "sad_expired"
+
+
+def test_extend_transaction_for_seals(server: Server, ec_seal: Seal) -> None:
+    h1, h2 = digest(1), digest(2)
+    sad = sad_for(server, ec_seal, [h1])
+    r = server.post("/csc/v2/credentials/extendTransaction", {"credentialID": ec_seal.credential_id, "SAD": sad,
+                                                             "hashes": [b64(h2)], "hashAlgorithmOID": SHA256}, token=ec_seal.token)
+    assert r.status_code == 200, r.text
+    new = r.json()["SAD"]
+    assert_error(sign(server, ec_seal, sad, [h1]), 400, "invalid_request", "Invalid parameter SAD")  # the old one is spent
+    assert sign(server, ec_seal, new, [h2]).status_code == 200
+    r = server.post("/csc/v2/credentials/extendTransaction", {"credentialID": ec_seal.credential_id, "SAD": sad,
+                                                             "hashes": [b64(h2)], "hashAlgorithmOID": SHA256}, token=ec_seal.token)
+    assert_error(r, 400, "invalid_request", "Invalid parameter SAD")
