@@ -17,6 +17,7 @@ from sam.ports import AuditEvent
 from sam.service import seal_owner
 
 from .pki import CaUrls, SealSubject, issue_seal_certificate
+from .ids import new_credential_id
 from .runtime import Runtime, kid_for
 from .store import StoredCredential
 
@@ -50,7 +51,7 @@ async def create_seal(
     multisign = multisign or rt.settings.default_multisign
     if not 1 <= multisign <= rt.settings.max_hashes:
         raise CredentialError(f"multisign must be between 1 and {rt.settings.max_hashes}")
-    credential_id = secrets.token_urlsafe(16)
+    credential_id = new_credential_id()
     label = credential_label(credential_id, 1)
     info = await rt.keys.generate_key(label, key_type)
     try:

@@ -34,6 +34,7 @@ from sam.sdjwt import VerifiedPresentation
 from .credentials import credential_label
 from .errors import ProtocolError
 from .pki import CaUrls, PersonSubject, issue_person_certificate
+from .ids import new_credential_id
 from .runtime import Runtime, kid_for
 from .store import schema
 
@@ -79,7 +80,7 @@ async def enroll(rt: Runtime, verified: VerifiedPresentation, evidence_id: str, 
         await rt.audit.append(AuditEvent("signer.authenticated", signer_owner(signer_id), {
             "transaction": transaction_id, "evidence": evidence_id, "credentialID": existing.credential_id}))
         return {"signer_id": signer_id, "credentialID": existing.credential_id, "enrolled": False}
-    credential_id = secrets.token_urlsafe(16)
+    credential_id = new_credential_id()
     label = credential_label(credential_id, 1)
     info = await rt.keys.generate_key(label, KeyType.EC_P256)
     try:

@@ -68,3 +68,40 @@ def test_enroll_page_shows_a_rejected_response(sqlite_server: Server, issuer: Pi
     assert out.status_code == 400
     page.wait_for_function("document.getElementById('state').dataset.state === 'failed'", timeout=15000)
     assert "nonce" in page.locator("#outcome").inner_text().lower()
+
+
+def test_authorize_page_returns_the_browser_to_the_client(sqlite_server: Server, issuer: PidIssuer, tmp_path: Path, browser) -> None:  # noqa: ANN001, F811
+    """The authorization page of /oauth2/authorize: QR code, data- attribute, and once the wallet
+    has approved, the browser lands on the client's redirect_uri with code and state."""
+    import secrets
+    from urllib.parse import parse_qs, urlsplit
+
+    from tests.integration.signer_flow import s256
+
+    srv = sqlite_server
+    redirect = f"{srv.base_url}/healthz"  # any page of ours will do as the client's landing page
+    out = srv.cli_json("clients", "add", "--client-id", "browser-app", "--grant", "authorization_code",
+                       "--redirect-uri", redirect, "--public")
+    assert out["client_secret"] is None
+    verifier = secrets.token_urlsafe(32)
+    par = httpx.post(f"{srv.base_url}/oauth2/pushed_authorize", data={
+        "response_type": "code", "client_id": "browser-app", "redirect_uri": redirect, "scope": "service",
+        "code_challenge": s256(verifier), "code_challenge_method": "S256", "state": "xyz"})
+    assert par.status_code == 201, par.text
+    page = browser.new_page()
+    page.goto(f"{srv.base_url}/oauth2/authorize?client_id=browser-app&request_uri={par.json()['request_uri']}")
+    assert page.locator("#qr svg").count() == 1
+    uri = page.locator("#request").get_attribute("data-openid4vp-uri")
+    wallet, _ = new_wallet(issuer, tmp_path)
+    root = x509.load_pem_x509_certificate((srv.data_dir / "ca" / "root.pem").read_bytes())
+    from wallet import build_presentation, resolve, respond
+
+    http = httpx.Client()  # the wallet is another device: its own HTTP session
+    assert respond(build_presentation(wallet, resolve(uri, http=http, trust_anchors=[root])), http=http,
+                   follow_redirect=False).status_code == 200
+    page.wait_for_url(f"{redirect}?*", timeout=15000)
+    q = parse_qs(urlsplit(page.url).query)
+    assert q["state"] == ["xyz"] and q["code"]
+    tok = httpx.post(f"{srv.base_url}/oauth2/token", data={"grant_type": "authorization_code", "client_id": "browser-app",
+                                                          "code": q["code"][0], "redirect_uri": redirect, "code_verifier": verifier})
+    assert tok.status_code == 200 and tok.json()["scope"] == "service"
