@@ -39,7 +39,7 @@ from .runtime import Runtime, kid_for
 from .store import schema
 
 log = logging.getLogger("rqes.enroll")
-_NAME = re.compile(r"^[^\x00-\x1f]{1,64}$")
+_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 
 
 def signer_owner(signer_id: str) -> str:
@@ -48,7 +48,7 @@ def signer_owner(signer_id: str) -> str:
 
 def _claim(claims: dict[str, Any], name: str, pattern: str | None = None) -> str:
     v = claims.get(name)
-    if not isinstance(v, str) or not _NAME.match(v) or (pattern and not re.fullmatch(pattern, v)):
+    if not isinstance(v, str) or not _NAME.fullmatch(v) or (pattern and not re.fullmatch(pattern, v)):
         raise ProtocolError("invalid_request", f"The PID presentation lacks a valid {name}")
     return v
 
@@ -89,10 +89,12 @@ async def enroll(rt: Runtime, verified: VerifiedPresentation, evidence_id: str, 
         cert = await asyncio.get_running_loop().run_in_executor(None, lambda: issue_person_certificate(
             rt.keys, rt.issuing_cert, info.public_key_der, subject, CaUrls.under(rt.settings.public_url), now))
         owner = signer_owner(signer_id)
+        known = await signer_exists(rt, signer_id)  # e.g. the earlier credential was deleted
         async with rt.engine.begin() as conn:
-            await conn.execute(insert(schema.signers).values(
-                signer_id=signer_id, identity_basis=basis, serial_number=serial, given_name=given, family_name=family,
-                birthdate=birthdate, country=country, created_at=datetime.now(timezone.utc)))
+            if not known:
+                await conn.execute(insert(schema.signers).values(
+                    signer_id=signer_id, identity_basis=basis, serial_number=serial, given_name=given,
+                    family_name=family, birthdate=birthdate, country=country, created_at=datetime.now(timezone.utc)))
             await conn.execute(insert(schema.credentials).values(
                 credential_id=credential_id, kind="signature", owner=owner, description="Qualified electronic signature",
                 key_label=label, key_type=KeyType.EC_P256.value, key_version=1, status="enabled",

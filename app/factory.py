@@ -14,7 +14,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from .csc.service import CscService
 from .errors import EXCEPTION_HANDLERS
 from .oauth.service import ClientAuthenticator, TokenService
-from .routes import ROUTES
+from .routes import ROUTES, reject_nul_middleware
 from .runtime import Runtime
 from .settings import Settings
 from .web.metrics import Metrics, metrics_middleware
@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[*ROUTES, *OID4VP_ROUTES, *OAUTH_ROUTES],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[metrics_middleware(metrics)],
+        middleware=[metrics_middleware(metrics), reject_nul_middleware(settings.max_body_bytes)],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="rqes", version="0.1.0", path="/schema", render_plugins=[SwaggerRenderPlugin()]),
         debug=False,

@@ -42,6 +42,9 @@ async def _principal(request: Request, state: State, *, credential_token: bool =
             claims = state.runtime.sam.verify_sad(token)
         except SamError:
             raise invalid_token() from None
+        client = await state.runtime.clients.get(claims.azp)
+        if client is None or client.status != "active":  # a removed client's credential tokens die with it
+            raise invalid_token()
         return Principal(claims.azp, ("credential",), claims.jti, subject=claims.sub, sad=token,
                          credential_id=claims.credential_id)
     who = await state.tokens.verify(token)
@@ -53,6 +56,65 @@ async def _principal(request: Request, state: State, *, credential_token: bool =
 
 async def _json(request: Request) -> dict[str, Any]:
     return wire.decode_body(await request.body())
+
+
+def reject_nul_middleware(max_body: int) -> Any:
+    def factory(app: Any) -> Any:
+        return _reject_nul(app, max_body)
+
+    return factory
+
+
+def _reject_nul(app: Any, max_body: int) -> Any:
+    """NUL never belongs in identifiers or tokens, and PostgreSQL refuses it in text: answer 400
+    before any handler sees it (path, query string, form or JSON body)."""
+    import json as _json_mod
+
+    def error(description: str) -> bytes:
+        return _json_mod.dumps({"error": "invalid_request", "error_description": description}).encode()
+
+    async def send_error(send: Any, status: int, description: str) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]})
+        await send({"type": "http.response.body", "body": error(description)})
+
+    async def send_400(send: Any) -> None:
+        await send_error(send, 400, "NUL characters are not allowed")
+
+    async def middleware(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"").lower():
+            await send_400(send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+            if sum(map(len, chunks)) > max_body:
+                await send_error(send, 413, "Request body too large")
+                return
+        raw = b"".join(chunks)
+        if b"\x00" in raw or b"\\u0000" in raw or b"%00" in raw:
+            await send_400(send)
+            return
+        sent = False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        await app(scope, replay, send)
+
+    return middleware
 
 
 def _metrics_for(state: State, e: SamError) -> None:

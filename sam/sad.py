@@ -202,7 +202,7 @@ class SadVerifier:
             raise SadInvalid("lifetime_over_policy")
         if c.iat > now + self._skew or c.nbf > now + self._skew:
             raise SadInvalid("not_yet_valid")
-        if now >= c.exp + self._skew:
+        if now >= c.exp:  # no grace after expiry: the 300 s policy is the whole lifetime
             raise SadExpired()
 
 

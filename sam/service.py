@@ -134,6 +134,8 @@ class SignatureActivationModule:
                 raise SadInvalid("other_client")
             if not hmac.compare_digest(claims.credential_id.encode(), req.credential_id.encode()):
                 raise SadInvalid("other_credential")
+            if owner is not None and not hmac.compare_digest(claims.sub.encode(), owner.encode()):
+                raise SadInvalid("other_subject")
         except SamError as e:
             await self._refused("authorization.refused", client_id, req.credential_id, e)
             raise
@@ -200,14 +202,18 @@ class SignatureActivationModule:
                 evidence=evidence.evidence_id,
             )
             sad = await self._signer.mint(claims)
+            # One wallet approval yields one SAD: the approval is spent like a SAD, and the grant is
+            # audited in the same atomic step.
+            granted = AuditEvent("authorization.granted", claims.sub, {
+                "credentialID": claims.credential_id, "jti": claims.jti, "client_id": auth.client_id,
+                "hashes": list(claims.hashes), "hashAlgorithmOID": claims.hash_algorithm,
+                "numSignatures": claims.num_signatures, "exp": claims.exp, "evidence": claims.evidence,
+            })
+            if not await self._ledger.spend(f"evd:{evidence.evidence_id}"[:64], claims.credential_id, claims.expires_at, granted):
+                raise ApprovalRejected("approval_replayed", "This wallet approval was already used")
         except SamError as e:
             await self._refused("authorization.refused", auth.client_id, auth.credential_id, e)
             raise
-        await self._audit.append(AuditEvent("authorization.granted", claims.sub, {
-            "credentialID": claims.credential_id, "jti": claims.jti, "client_id": auth.client_id,
-            "hashes": list(claims.hashes), "hashAlgorithmOID": claims.hash_algorithm,
-            "numSignatures": claims.num_signatures, "exp": claims.exp, "evidence": claims.evidence,
-        }))
         return Grant(sad, self._lifetime, claims)
 
     async def _verify_evidence(self, evidence: WalletEvidence, auth: CredentialAuthorization, *, recheck: bool = False):  # noqa: ANN202

@@ -62,6 +62,7 @@ class RedirectError(Exception):
 
     def __init__(self, redirect_uri: str, error: str, description: str, state: str | None) -> None:
         super().__init__(description)
+        self.error, self.description = error, description
         q = {"error": error, "error_description": description}
         if state is not None:
             q["state"] = state
@@ -116,6 +117,10 @@ def parse_authorization_details(raw: str) -> list[dict[str, Any]]:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             raise invalid_request("authorization_details is not valid JSON") from None
+    try:  # a Python literal may hold bytes, sets, ...: keep only what JSON can carry
+        value = json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        raise invalid_request("authorization_details is not valid JSON") from None
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(d, dict) for d in value):
@@ -247,10 +252,7 @@ class AuthorizationServer:
         try:
             self._validate(client, redirect_uri, form)
         except RedirectError as e:  # PAR answers directly (RFC 9126 §2.3)
-            q = dict(pair.split("=", 1) for pair in e.location.split("?", 1)[1].split("&"))
-            from urllib.parse import unquote_plus
-
-            raise ProtocolError(unquote_plus(q["error"]), unquote_plus(q["error_description"])) from None
+            raise ProtocolError(e.error, e.description) from None
         request_uri = REQUEST_URI_PREFIX + secrets.token_urlsafe(32)
         params = {k: v for k, v in form.items() if k in AUTHZ_PARAMS}
         params["client_id"] = client.client_id

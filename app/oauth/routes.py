@@ -78,10 +78,9 @@ async def authorize(request: Request, state: State) -> Response[Any]:
     try:
         req = await srv.authorize(query)
         v = _verifier(state)
-        # A browser may get the wallet on the same device (response_code back in this session);
-        # an API client (JSON) polls the status URL instead: cross-device.
-        wants_json = "application/json" in request.headers.get("accept", "")
-        t = await srv.start(req, v, flow="cross-device" if wants_json else "same-device")
+        # The page (or API client) that started the transaction polls for the outcome, bound to its
+        # session cookie; the wallet gets no redirect to follow, so the code surfaces only there.
+        t = await srv.start(req, v, flow="cross-device")
     except RedirectError as e:
         await audit_refusal(state, "authorization.refused", query, ProtocolError("invalid_request", str(e)))
         return Redirect(e.location, status_code=302)
@@ -113,15 +112,22 @@ async def authorize(request: Request, state: State) -> Response[Any]:
     return resp
 
 
-@get("/oauth2/authorize/status/{tid:str}", tags=["OAuth2"], summary="Poll a wallet approval")
-async def authorize_status(tid: str, state: State) -> Response[dict[str, Any]]:
+@get("/oauth2/authorize/status/{tid:str}", tags=["OAuth2"], summary="Poll a wallet approval (initiating session only)")
+async def authorize_status(tid: str, request: Request, state: State) -> Response[dict[str, Any]]:
     v = _verifier(state)
     t = await v.txns.by_id(tid)
     if t is None or t.purpose not in ("authorize", "login") or t.context.get("mode") == "async":
         raise ProtocolError("invalid_request", "Unknown transaction", 404)
+    if not hmac.compare_digest(request.cookies.get(SESSION_COOKIE, "").encode(), t.id.encode()):
+        raise ProtocolError("access_denied", "This transaction was started in another session", 403)
     st = await v.status(tid)
     if st["status"] == "done":
-        return Response({"status": "done", "redirect_to": st["result"]["redirect_to"]}, headers=NO_STORE)
+        result = await v.txns.take_result(t.request_id)  # the code is handed out once
+        if not result or "redirect_to" not in result:
+            raise ProtocolError("invalid_request", "The outcome was already collected")
+        return Response({"status": "done", "redirect_to": result["redirect_to"]}, headers=NO_STORE)
+    if st["status"] == "collected":
+        raise ProtocolError("invalid_request", "The outcome was already collected")
     if st["status"] in ("failed", "expired"):
         desc = (st.get("result") or {}).get("error_description", "The request expired")
         return Response({"status": st["status"], "result": st.get("result"),
@@ -134,6 +140,8 @@ async def authorize_done(request: Request, state: State, response_code: str = ""
     v = _verifier(state)
     t = await v.txns.redeem_response_code(response_code, state.runtime.clock.now()) if response_code else None
     if t is None:
+        raise ProtocolError("invalid_request", "Unknown or already used response_code")
+    if t.purpose not in ("authorize", "login") or t.context.get("mode") == "async":
         raise ProtocolError("invalid_request", "Unknown or already used response_code")
     if not hmac.compare_digest(request.cookies.get(SESSION_COOKIE, "").encode(), t.id.encode()):
         raise ProtocolError("access_denied", "The response_code came back in another session than the one that started")

@@ -65,7 +65,11 @@ async def enroll_start(state: State, flow: str = "same-device", response_mode: s
 
 @get("/enroll/status/{tid:str}", tags=["Enrollment"], summary="Poll an enrollment")
 async def enroll_status(tid: str, state: State) -> Response[dict[str, Any]]:
-    return Response(await _verifier(state).status(tid), headers={"Cache-Control": "no-store"})
+    v = _verifier(state)
+    t = await v.txns.by_id(tid)
+    if t is None or t.purpose != "enroll":  # other purposes' results (codes, SADs) never leave here
+        raise ProtocolError("invalid_request", "Unknown transaction", 404)
+    return Response(await v.status(tid), headers={"Cache-Control": "no-store"})
 
 
 @get("/enroll/done", tags=["Enrollment"], summary="Same-device completion: redeem the response_code once")

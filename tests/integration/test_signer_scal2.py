@@ -415,3 +415,99 @@ def test_audit_verify_evidence_traces_every_signature(server: Server, app: App, 
     r = server.cli("audit", "verify", "--evidence", check=False)
     assert r.returncode == 0, r.stderr
     assert "wallet-approved signatures traced to their evidence" in r.stdout
+
+
+# -- regressions from the security review --------------------------------------------------------------
+def test_rejects_reading_another_purposes_result_through_enroll_status(app: App, alice) -> None:  # noqa: ANN001
+    from wallet import approve
+
+    from tests.integration.signer_flow import root_ca
+
+    signer, service, cid = alice
+    r = app.http.post(f"{app.srv.base_url}/csc/v2/credentials/authorize", headers={"Authorization": f"Bearer {service}"},
+                      json={"credentialID": cid, "numSignatures": 1, "hashes": [b64(digest())], "hashAlgorithmOID": SHA256})
+    handle = r.json()["handle"]
+    assert approve(r.json()["approvalURI"], signer.wallet, trust_anchors=[root_ca(app.srv)], confirm=lambda *_: True).status_code == 200
+    leak = httpx.get(f"{app.srv.base_url}/enroll/status/{handle}")
+    assert leak.status_code == 404 and "SAD" not in leak.text
+    st = httpx.get(f"{app.srv.base_url}/csc/approve/{handle}/status")
+    assert st.json() == {"status": "done"}
+
+
+def test_rejects_authorize_status_polled_from_another_session(app: App, alice) -> None:  # noqa: ANN001
+    signer, _, cid = alice
+    v = secrets.token_urlsafe(32)
+    start = start_credential(app, cid, [digest()], v)
+    assert wallet_answers(app, start, signer).status_code == 200
+    other = httpx.get(start["status_url"])  # an attacker who phished the QR code polls without the session cookie
+    assert other.status_code == 403 and "code=" not in other.text
+    mine = poll(app, start["status_url"])
+    assert mine["status"] == "done" and "code=" in mine["redirect_to"]
+    again = app.http.get(start["status_url"])  # handed out once
+    assert again.status_code == 400 and "code=" not in again.text
+
+
+def test_rejects_credential_token_of_a_removed_client(server: Server, alice) -> None:  # noqa: ANN001
+    signer, _, cid = alice
+    temp = App.register(server)
+    h = [digest()]
+    tok = credential_token(temp, signer, cid, h)["access_token"]
+    server.cli("clients", "remove", "--client-id", temp.client_id)
+    r = sign_hash(temp, tok, cid, h)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+
+
+def test_signer_enrolls_again_after_the_credential_was_deleted(server: Server, app: App, issuer: PidIssuer, tmp_path: Path) -> None:  # noqa: F811
+    dave = new_signer(issuer, tmp_path)
+    first = credential_id_of(app, login(app, dave)["access_token"])
+    server.cli("credentials", "delete", first)
+    second = credential_id_of(app, login(app, dave)["access_token"])
+    assert second != first
+
+
+@pytest.mark.parametrize("how", ["path", "query", "form", "json"])
+def test_rejects_nul_characters(app: App, alice, how: str) -> None:  # noqa: ANN001
+    _, service, _ = alice
+    base = app.srv.base_url
+    if how == "path":
+        r = app.http.get(f"{base}/enroll/status/a%00b")
+    elif how == "query":
+        r = app.http.get(f"{base}/oauth2/authorize", params={"client_id": "a\x00b"})
+    elif how == "form":
+        r = app.http.post(f"{base}/oauth2/token", data={"grant_type": "client_credentials", "client_id": "x\x00"})
+    else:
+        r = app.http.post(f"{base}/csc/v2/credentials/info", content=b'{"credentialID":"a\\u0000"}',
+                          headers={"Authorization": f"Bearer {service}", "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+
+
+def test_rejects_python_literal_details_that_are_not_json(app: App, alice) -> None:  # noqa: ANN001
+    _, _, cid = alice
+    bad = "[{'type': 'credential', 'credentialID': '%s', 'hashAlgorithmOID': '%s', 'x': b'1', " \
+          "'documentDigests': [{'hash': '%s'}]}]" % (cid, SHA256, b64(digest()))
+    r = app.par("credential", verifier=secrets.token_urlsafe(32), authorization_details=bad)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+
+
+def test_rejects_enrollment_response_code_at_authorize_done(app: App, alice, issuer: PidIssuer, tmp_path: Path) -> None:  # noqa: ANN001, F811
+    from wallet import build_presentation, resolve, respond
+
+    from tests.integration.signer_flow import root_ca
+
+    w = new_signer(issuer, tmp_path)
+    http = httpx.Client()
+    start = http.get(f"{app.srv.base_url}/enroll/start").json()
+    out = respond(build_presentation(w.wallet, resolve(start["uri"], http=http, trust_anchors=[root_ca(app.srv)])),
+                  http=http, follow_redirect=False)
+    code = out.body["redirect_uri"].split("response_code=")[1]
+    r = http.get(f"{app.srv.base_url}/oauth2/authorize/done", params={"response_code": code})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+
+
+def test_par_error_with_a_query_in_the_registered_redirect_uri(server: Server) -> None:
+    out = server.cli_json("clients", "add", "--client-id", f"q-{secrets.token_hex(3)}", "--grant", "authorization_code",
+                          "--redirect-uri", "http://127.0.0.1/cb?flag")
+    r = httpx.post(f"{server.base_url}/oauth2/pushed_authorize", auth=(out["client_id"], out["client_secret"]), data={
+        "response_type": "token", "client_id": out["client_id"], "redirect_uri": "http://127.0.0.1/cb?flag",
+        "code_challenge": s256("y" * 43), "code_challenge_method": "S256"})
+    assert r.status_code == 400 and r.json()["error"] == "unsupported_response_type"

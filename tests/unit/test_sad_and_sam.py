@@ -589,10 +589,14 @@ async def test_rejects_expired_sad(env):
     await assert_refused(env, SadExpired, "SAD expired", grant.sad)
 
 
-async def test_sad_usable_until_exp_plus_skew(env):
+async def test_sad_usable_until_exp_and_not_one_second_after(env):
     grant = await env.authorize()
-    env.clock.advance(120 + 29)
+    env.clock.advance(119)
     await assert_still_usable(env, grant.sad)
+    late = await env.authorize()
+    env.clock.advance(120)  # exactly exp: the skew never extends a SAD beyond its lifetime
+    with pytest.raises(SadExpired):
+        await env.activate(late.sad)
 
 
 async def test_rejects_not_yet_valid_sad(env):
