@@ -85,7 +85,7 @@ def cmd_clients(settings: Settings, args: argparse.Namespace) -> int:
                 if "keys" not in jwks:
                     jwks = {"keys": [jwks]}
             secret = None if (args.public or jwks) and not args.secret else (args.secret or new_secret())
-            client = Client(args.client_id, hash_secret(secret) if secret else None, jwks, grants,
+            client = Client(args.client_id, hash_secret(secret, generated=not args.secret) if secret else None, jwks, grants,
                             args.redirect_uri or [], bool(args.public), "active")
             if not await rt.clients.add(client, "operator"):
                 print(f"rqes clients add: client {args.client_id!r} already exists", file=sys.stderr)

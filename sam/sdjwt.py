@@ -358,6 +358,12 @@ class _Disclosure:
     value: Any
 
 
+# Chains that validated (keyed by anchors + chain bytes) and the window in which every certificate
+# of the validated path is valid. Path validation is the costliest step; an issuer's chain is the
+# same for all its PIDs. Revocation of issuer certificates is not checked (no fetching) either way.
+_VALID_CHAINS: dict[bytes, tuple[Any, Any]] = {}
+
+
 class SdJwtVcVerifier:
     """Verifies one holder-bound SD-JWT VC presentation (openid4vp-sdjwt.md §8–§10)."""
 
@@ -505,15 +511,25 @@ class SdJwtVcVerifier:
         """Path validation to a trust anchor at ``clock.now()`` (the anchor need not be in x5c).
         The leaf must be an end-entity certificate for digital signatures, not self-signed and not
         itself an anchor (HAIP: the anchor is never in x5c)."""
+        moment = self._clock.now()
+        key = hashlib.sha256(b"".join(hashlib.sha256(d).digest() for d in (*self._anchor_der, b"|", *ders))).digest()
+        window = _VALID_CHAINS.get(key)
+        if window is not None and window[0] <= moment <= window[1]:
+            return  # this exact chain already validated to these anchors, and the moment is inside every validity period
         try:
             certs = [asn1_x509.Certificate.load(d, strict=True) for d in ders]
             leaf = certs[0]
             if leaf.self_signed != "no" or ders[0] in self._anchor_der or leaf.ca:
                 raise PresentationRejected(reason, description)
             ctx = ValidationContext(trust_roots=self._anchors, allow_fetching=False, revocation_mode="soft-fail",
-                                    moment=self._clock.now())
+                                    moment=moment)
             validator = CertificateValidator(leaf, intermediate_certs=certs[1:], validation_context=ctx)
-            await validator.async_validate_usage({"digital_signature"})
+            path = await validator.async_validate_usage({"digital_signature"})
+            validities = [c["tbs_certificate"]["validity"] for c in path]
+            window = (max(v["not_before"].native for v in validities), min(v["not_after"].native for v in validities))
+            if len(_VALID_CHAINS) >= 256:
+                _VALID_CHAINS.clear()
+            _VALID_CHAINS[key] = window
         except PresentationRejected:
             raise
         except Exception:  # path building, validity, usage, parse errors: all mean "not trusted"

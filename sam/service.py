@@ -7,6 +7,7 @@ the audit record, and only then asks the HSM to sign (EN 419 241-1 SRA_SAP.2.x, 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
@@ -122,6 +123,7 @@ class SignatureActivationModule:
         self._evidence = evidence
         # Which credential may approve is policy (PID rulebook §5 vs CSC-DMB): today the PID.
         self._approval_vcts = frozenset(approval_vcts)
+        self._traced: set[bytes] = set()
 
     # -- authorization ---------------------------------------------------------------------------
     async def extend(self, sad: str, client_id: str, req: AuthorizationRequest, *, owner: str | None = None) -> Grant | None:
@@ -319,13 +321,21 @@ class SignatureActivationModule:
         presenting person is ``sub``. Used at signHash and by ``rqes audit verify --evidence``."""
         if self._evidence is None:
             raise SadInvalid("evidence_unavailable")
-        evidence = await self._evidence.load(evidence_id)
+        evidence = await self._evidence.load(evidence_id)  # None unless the content still hashes to its id
         if evidence is None:
             raise SadInvalid("evidence_missing")
+        # The re-check is a pure function of the (content-addressed) evidence and these values, as
+        # of receipt time: a success can be remembered, so replays are refused cheaply by the spend.
+        key = hashlib.sha256(repr((evidence_id, sub, credential_id, [bytes(d) for d in digests], hash_algorithm)).encode()).digest()
+        if key in self._traced:
+            return
         auth = CredentialAuthorization("", credential_id, tuple(digests), hash_algorithm, len(digests))
         verified = await self._verify_evidence(evidence, auth, recheck=True)
         if signer_identity(verified.claims).owner != sub:
             raise SadInvalid("evidence_other_signer")
+        if len(self._traced) >= 4096:
+            self._traced.clear()
+        self._traced.add(key)
 
     def _check_binding(self, claims: SadClaims, client_id: str, req: SignRequest) -> SignScheme:
         if not _same(claims.azp, client_id):

@@ -26,7 +26,7 @@ from sam.sad import JwsVerifier, new_jti
 from ..errors import ProtocolError, invalid_token
 from ..store import Client, ClientRepo, NonceRepo
 from ..store.audit import AuditLog
-from .secrets import check_secret
+from .secrets import check_secret_async
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGS = ["ES256", "ES384", "PS256", "RS256"]
@@ -83,7 +83,7 @@ class ClientAuthenticator:
 
     async def _by_secret(self, client_id: str, secret: str, *, basic: bool) -> Client:
         client = await self._clients.get(client_id) if client_id else None
-        ok = check_secret(secret, client.secret_hash if client else None)
+        ok = await check_secret_async(secret, client.secret_hash if client else None)
         if client is None or not ok or client.status != "active":
             raise invalid_client("Client authentication failed", basic=basic)
         return client
