@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 from datetime import timezone
 
 from cryptography.hazmat.primitives import serialization

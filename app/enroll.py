@@ -19,7 +19,6 @@ import base64
 import hashlib
 import logging
 import re
-import secrets
 from datetime import datetime, timezone
 from typing import Any
 

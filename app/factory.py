@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from litestar import Litestar
-from litestar.config.app import AppConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
@@ -28,7 +27,7 @@ def create_app(settings: Settings) -> Litestar:
     from .oid4vp.routes import ROUTES as OID4VP_ROUTES
 
     metrics = Metrics()
-    anchors = load_trust_anchors(settings)  # a bad setting fails here, before serving
+    load_trust_anchors(settings)  # a bad setting fails here, before serving
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -11,9 +11,8 @@ from litestar.datastructures import State
 from sam import SamError
 
 from .csc import wire
-from .csc.service import CscService
 from .errors import ProtocolError, invalid_request, invalid_token
-from .oauth.service import ClientAuthenticator, Principal, TokenService
+from .oauth.service import Principal
 from .runtime import Runtime
 from .web.metrics import Metrics
 

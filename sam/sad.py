@@ -8,10 +8,6 @@ refused, and duplicate JSON members are refused. Only then are the claims read.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,6 +23,8 @@ from hsm.jws import b64url, sign_compact
 
 from .clock import Clock
 from .errors import SadExpired, SadInvalid
+from .sdjwt import b64url_decode
+from .sdjwt import strict_json as _strict_json
 
 SAD_TYP = "rqes-sad+jwt"
 _ALLOWED_HEADER = frozenset({"alg", "typ", "kid"})
@@ -69,30 +67,9 @@ class SadClaims:
         return [b64url_decode(h) for h in self.hashes]
 
 
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
-
-
-def b64url_decode(s: str) -> bytes:
-    """Strict base64url without padding (RFC 7515 §2): anything else fails closed."""
-    if not isinstance(s, str) or not _B64URL.fullmatch(s) or len(s) % 4 == 1:
-        raise ValueError("not base64url")
-    try:
-        return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-    except (binascii.Error, ValueError) as e:
-        raise ValueError("not base64url") from e
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate member {k!r}")
-        out[k] = v
-    return out
-
-
 def strict_json(raw: bytes) -> dict[str, Any]:
-    obj = json.loads(raw, object_pairs_hook=_no_duplicates)
+    """Strict JSON (duplicate members, NaN and deep nesting refused) that must be an object."""
+    obj = _strict_json(raw)
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
     return obj
@@ -136,7 +113,7 @@ class JwsVerifier:
         try:
             header = strict_json(b64url_decode(parts[0]))
             sig = b64url_decode(parts[2])
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ValueError("malformed") from None
         if header.get("alg") != self._alg:
             raise ValueError("alg_not_allowed")
@@ -155,7 +132,7 @@ class JwsVerifier:
             raise ValueError("bad_signature") from None
         try:
             return strict_json(b64url_decode(parts[1]))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ValueError("bad_claims") from None
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from hsm import HsmError, InvalidDigest, KeyStore, SignScheme, UnsupportedAlgorithm, resolve_scheme
 from hsm.jws import b64url
-from hsm.mechanisms import Hash, Padding, pss_salt_allowed
+from hsm.mechanisms import Hash, pss_salt_allowed
 
 from .clock import Clock
 from .errors import (

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from hsm import algorithms_for, all_algorithms
-from sam import AuthorizationRequest, SamError, SignRequest, seal_owner
+from sam import AuthorizationRequest, SamError, SignRequest
 from sam.ports import AuditEvent
 
 from ..errors import ProtocolError, invalid_request

@@ -17,7 +17,7 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from typing import Any, Mapping
 from urllib.parse import urlencode, urlsplit
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from authlib.oauth2.rfc6749.util import extract_basic_authorization, scope_to_list

@@ -33,7 +33,6 @@ from sam.sdjwt import PresentationRejected, SdJwtVcVerifier, VerifiedPresentatio
 from ..errors import ProtocolError
 from ..pki import VERIFIER_LABEL
 from ..runtime import Runtime
-from ..store import schema
 from .transactions import Transaction, TransactionRepo
 
 PID_VCTS = ["urn:eudi:pid:1", "urn:eu.europa.ec.eudi:pid:1"]
