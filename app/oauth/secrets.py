@@ -17,7 +17,11 @@ _N, _R, _P = 2**14, 8, 1
 
 
 def new_secret() -> str:
-    return secrets.token_urlsafe(32)
+    """256 bits, never starting with '-' (it would read as an option on a command line)."""
+    while True:
+        value = secrets.token_urlsafe(32)
+        if value[0].isalnum():
+            return value
 
 
 def hash_secret(secret: str, *, generated: bool = False) -> str:

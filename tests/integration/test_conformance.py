@@ -17,8 +17,8 @@ CLOSING = re.compile(r"^(\d+) passed, (\d+) failed$")
 
 def run_suite(server, client_id: str, secret: str, credential_id: str) -> tuple[int, list[str], int, int]:  # noqa: ANN001
     proc = subprocess.run(
-        [sys.executable, "-m", "conformance", "--base-url", server.base_url, "--client-id", client_id,
-         "--client-secret", secret, "--credential-id", credential_id],
+        [sys.executable, "-m", "conformance", f"--base-url={server.base_url}", f"--client-id={client_id}",
+         f"--client-secret={secret}", f"--credential-id={credential_id}"],  # '=' form: values may start with '-'
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     lines = proc.stdout.strip().splitlines()
     assert lines, proc.stderr
