@@ -15,8 +15,6 @@ key is destroyed again.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import logging
 import re
 from datetime import datetime, timezone
@@ -27,6 +25,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from hsm import HsmError, KeyType
+from sam.identity import signer_identity
 from sam.ports import AuditEvent
 from sam.sdjwt import VerifiedPresentation
 
@@ -52,17 +51,6 @@ def _claim(claims: dict[str, Any], name: str, pattern: str | None = None) -> str
     return v
 
 
-def identity(claims: dict[str, Any]) -> tuple[str, str, str]:
-    """(signer_id, basis, serialNumber) from the verified PID claims."""
-    country = _claim(claims, "issuing_country", r"[A-Z]{2}")
-    for basis, name, prefix in (("pan", "personal_administrative_number", "PNO"), ("document_number", "document_number", "IDC")):
-        v = claims.get(name)
-        if isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9./-]{1,50}", v):
-            signer_id = base64.urlsafe_b64encode(hashlib.sha256(f"{basis}|{country}|{v}".encode()).digest()).rstrip(b"=").decode()
-            return signer_id, basis, f"{prefix}{country}-{v}"
-    raise ProtocolError("invalid_request", "The PID carries neither personal_administrative_number nor document_number")
-
-
 async def find_signer_credential(rt: Runtime, signer_id: str) -> Any:
     creds = [c for c in await rt.credentials.list(signer_owner(signer_id)) if c.kind == "signature"]
     return creds[0] if creds else None
@@ -70,7 +58,8 @@ async def find_signer_credential(rt: Runtime, signer_id: str) -> Any:
 
 async def enroll(rt: Runtime, verified: VerifiedPresentation, evidence_id: str, *, transaction_id: str) -> dict[str, Any]:
     claims = verified.claims
-    signer_id, basis, serial = identity(claims)
+    who = signer_identity(claims)  # the SAM's derivation: one definition of who a signer is
+    signer_id, basis, serial = who.signer_id, who.basis, who.serial_number
     given, family = _claim(claims, "given_name"), _claim(claims, "family_name")
     birthdate = _claim(claims, "birthdate", r"\d{4}-\d{2}-\d{2}")
     country = _claim(claims, "issuing_country", r"[A-Z]{2}")

@@ -196,3 +196,15 @@ def sqlite_server() -> Iterator[Server]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The reference wallet's test PID issuer with its status list served on loopback."""
+    from wallet import PidIssuer, serve_in_thread
+
+    iss = PidIssuer(tmp_path_factory.mktemp("pid-issuer"))
+    srv, url = serve_in_thread(iss)
+    iss.set_public_url(url)
+    yield iss
+    srv.shutdown()

@@ -31,7 +31,7 @@ from sam.sad import SAD_TYP
 
 from ..errors import ProtocolError, invalid_request
 from ..store import Client, schema
-from .service import ClientAuthenticator, TokenService, invalid_client
+from .service import ClientAuthenticator, TokenService
 
 PAR_LIFETIME = 90
 CODE_LIFETIME = 60
@@ -204,16 +204,6 @@ class AuthorizationServer:
             raise invalid_request("redirect_uri does not match a registered redirect URI")
         return client, redirect_uri
 
-    async def _authenticate_for_par(self, form: Mapping[str, str], headers: Mapping[str, str]) -> Client:
-        has_credentials = "authorization" in {k.lower() for k in headers} or form.get("client_secret") or form.get("client_assertion")
-        if has_credentials:
-            client, _ = await self._auth.authenticate(form, headers)
-            return client
-        client = await self._rt.clients.get(form.get("client_id", "")) if form.get("client_id") else None
-        if client is None or not client.public or client.status != "active":
-            raise invalid_client("Client authentication required", basic=True)
-        return client
-
     # -- validation ----------------------------------------------------------------------------------
     def _validate(self, client: Client, redirect_uri: str, p: Mapping[str, str]) -> AuthzRequest:
         state = p.get("state")
@@ -245,7 +235,7 @@ class AuthorizationServer:
         """RFC 9126 §2: authenticate, validate as /authorize would, store for single use."""
         if "request_uri" in form:
             raise invalid_request("request_uri must not be pushed")
-        client = await self._authenticate_for_par(form, headers)
+        client = await self._auth.authenticate_or_public(form, headers)
         if form.get("client_id") and form["client_id"] != client.client_id:
             raise invalid_request("client_id does not match the authenticated client")
         _, redirect_uri = await self._client_for_authorize(client.client_id, form.get("redirect_uri"))

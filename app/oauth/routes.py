@@ -160,17 +160,7 @@ async def revoke(request: Request, state: State) -> Response[dict[str, Any]]:
 
 
 async def _client_for_token_endpoint(form: dict[str, str], request: Request, state: State) -> Any:
-    """Confidential clients authenticate; public clients name themselves (PKCE protects the code)."""
-    headers = request.headers
-    if "authorization" in headers or form.get("client_secret") or form.get("client_assertion"):
-        client, _ = await state.authenticator.authenticate(form, headers)
-        return client
-    client = await state.runtime.clients.get(form.get("client_id", "")) if form.get("client_id") else None
-    if client is None or not client.public or client.status != "active":
-        from .service import invalid_client
-
-        raise invalid_client("Client authentication required", basic=True)
-    return client
+    return await state.authenticator.authenticate_or_public(form, request.headers)
 
 
 @get("/csc/approve/{tid:str}", tags=["CSC"], summary="Approval page for an asynchronous credentials/authorize (QR code)",

@@ -81,6 +81,17 @@ class ClientAuthenticator:
             return await self._by_secret(form.get("client_id", ""), form["client_secret"], basic=False), "client_secret_post"
         raise invalid_client("Client authentication required", basic=True)
 
+    async def authenticate_or_public(self, form: Mapping[str, str], headers: Mapping[str, str]) -> Client:
+        """Confidential clients authenticate; a public client only names itself (PKCE protects
+        its codes). Used by PAR, the code and refresh grants, and revocation."""
+        if "authorization" in {k.lower() for k in headers} or form.get("client_secret") or form.get("client_assertion"):
+            client, _ = await self.authenticate(form, headers)
+            return client
+        client = await self._clients.get(form.get("client_id", "")) if form.get("client_id") else None
+        if client is None or not client.public or client.status != "active":
+            raise invalid_client("Client authentication required", basic=True)
+        return client
+
     async def _by_secret(self, client_id: str, secret: str, *, basic: bool) -> Client:
         client = await self._clients.get(client_id) if client_id else None
         ok = await check_secret_async(secret, client.secret_hash if client else None)

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 
 from tests.conftest import Server
-from tests.integration.test_wallet_identity import issuer, new_wallet  # noqa: F401 (fixture)
+from tests.integration.test_wallet_identity import new_wallet
 from wallet import PidIssuer, approve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

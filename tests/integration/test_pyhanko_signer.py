@@ -17,7 +17,6 @@ from pyhanko.sign.signers import csc_signer
 
 from tests.conftest import Server
 from tests.integration.signer_flow import REDIRECT, App, credential_id_of, login, new_signer, root_ca
-from tests.integration.test_wallet_identity import issuer  # noqa: F401 (fixture)
 from wallet import PidIssuer
 from wallet.client import RqesClient, RqesCSCSigner, WalletAuthorizationManager, validate_pdf
 

@@ -10,7 +10,6 @@ import hashlib
 import json
 import secrets
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -22,7 +21,6 @@ from tests.integration.signer_flow import (
     REDIRECT, SHA256, App, Signer, b64, code_from, credential_id_of, credential_token, details, digest, login,
     new_signer, poll, s256, sign_hash, start_credential, wallet_answers,
 )
-from tests.integration.test_wallet_identity import issuer  # noqa: F401 (fixture)
 from wallet import PidIssuer, Tamper
 
 

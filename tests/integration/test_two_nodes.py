@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from tests.conftest import Server, engines, make_server
 from tests.integration.test_multinode import start_node
-from wallet import PidAttributes, PidIssuer, Wallet, approve, serve_in_thread
+from wallet import PidAttributes, PidIssuer, Wallet, approve
 
 SHA256 = "2.16.840.1.101.3.4.2.1"
 ECDSA_SHA256 = "1.2.840.10045.4.3.2"
@@ -62,15 +62,6 @@ def nodes(request: pytest.FixtureRequest) -> Iterator[Nodes]:
             except Exception:  # noqa: BLE001
                 proc.kill()
                 proc.wait()
-
-
-@pytest.fixture(scope="module")
-def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PidIssuer]:
-    iss = PidIssuer(tmp_path_factory.mktemp("pid-issuer"))
-    srv, url = serve_in_thread(iss)
-    iss.set_public_url(url)
-    yield iss
-    srv.shutdown()
 
 
 def b64(b: bytes) -> str:

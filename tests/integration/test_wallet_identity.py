@@ -23,18 +23,9 @@ from cryptography import x509
 
 from tests.conftest import ROOT, Server, free_port, make_server
 from wallet import PidAttributes, PidIssuer, Tamper, Wallet, build_presentation, resolve, respond, serve_in_thread
-from wallet.holder import fetch_request_object, parse_invocation, post_response, verify_request_object
+from wallet.holder import fetch_request_object, parse_invocation, verify_request_object
 
 WALLET = [sys.executable, "-m", "wallet"]
-
-
-@pytest.fixture(scope="module")
-def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PidIssuer]:
-    iss = PidIssuer(tmp_path_factory.mktemp("pid-issuer"))
-    srv, url = serve_in_thread(iss)
-    iss.set_public_url(url)
-    yield iss
-    srv.shutdown()
 
 
 def root_ca(srv: Server) -> x509.Certificate:
