@@ -793,3 +793,20 @@ async def test_rejects_pss_salt_other_than_hash_length_or_maximum(salt):
     await assert_refused(env, InvalidRequest, "Invalid parameter signAlgoParams", grant.sad, [H1], sign_algo=RSASSA_PSS,
                          sign_algo_params=pss_params_der(Hash.SHA256, salt), reason="bad_sign_algo")
     await assert_still_usable(env, grant.sad, [H1])
+
+
+async def test_rejects_extend_transaction_for_another_subject(env):
+    grant = await env.authorize([H1])
+    h2 = hashlib.sha256(b"document two").digest()
+    with pytest.raises(SadInvalid) as e:
+        await env.sam.extend(grant.sad, CLIENT, AuthorizationRequest(CRED, [h2], SHA256, 1), owner="signer:someone")
+    assert e.value.reason == "other_subject"
+    new = await env.sam.extend(grant.sad, CLIENT, AuthorizationRequest(CRED, [h2], SHA256, 1))
+    assert new is not None and new.claims.hashes != grant.claims.hashes
+
+
+async def test_rejects_extend_transaction_by_another_client(env):
+    grant = await env.authorize([H1])
+    with pytest.raises(SadInvalid) as e:
+        await env.sam.extend(grant.sad, "intruder", AuthorizationRequest(CRED, [H1], SHA256, 1))
+    assert e.value.reason == "other_client"
